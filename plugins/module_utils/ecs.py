@@ -1,0 +1,605 @@
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ECS release logic: inspect a service's releases, roll it to a revision, wait.
+
+Everything here takes a boto3 ECS client (or a stub with the same methods), so it
+can be unit tested without Ansible or AWS.
+
+The release ledger lives in tags on the *service* (not the family): staging and
+production services often share one task-definition family, and a revision that is
+stable in staging is not thereby stable in production.
+  hotelbot.ops/last-stable        family:revision last marked stable after verification
+  hotelbot.ops/rollback           "family:A->family:B": the last `previous` rollback we did,
+                                  so re-running `previous` does not walk further back
+  hotelbot.ops/desired-count-before-scale
+                                  the desired count before our last scale, for restore
+The task definition itself also gets hotelbot.ops/stable=<timestamp> for people
+browsing the console.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import re
+import time
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
+from ansible_collections.hotelbot.ops.plugins.module_utils.aws import (
+    aws_errors,
+    error_code,
+    error_message,
+)
+
+TAG_LAST_STABLE = 'hotelbot.ops/last-stable'
+TAG_ROLLBACK = 'hotelbot.ops/rollback'
+TAG_DESIRED_BEFORE = 'hotelbot.ops/desired-count-before-scale'
+TAG_STABLE_ON_REVISION = 'hotelbot.ops/stable'
+
+MASK = '********'
+# Environment variable names whose values are treated as secrets.
+SECRET_NAME = re.compile(r'pass|secret|token|key|credential|private|dsn|auth|cookie|session', re.I)
+# user:password@ inside a URL-looking value (DATABASE_URL and friends).
+URL_PASSWORD = re.compile(r'(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<password>[^@\s]+)(?P<tail>@)', re.I)
+TD_ARN = re.compile(r'^arn:aws[a-z-]*:ecs:[^:]*:[0-9]*:task-definition/(?P<family>[^:]+):(?P<revision>[0-9]+)$')
+SYMBOLIC_TARGETS = ('current', 'previous', 'last_stable')
+
+
+# --------------------------------------------------------------------------- naming
+
+def parse_task_definition(ref):
+    """(family, revision) from an ARN or 'family:revision'; revision None if absent."""
+    match = TD_ARN.match(ref)
+    if match:
+        return match.group('family'), int(match.group('revision'))
+    family, sep, revision = ref.rpartition(':')
+    if sep and revision.isdigit():
+        return family, int(revision)
+    return ref, None
+
+
+def revision_name(family, revision):
+    return '%s:%d' % (family, revision)
+
+
+def iso(value):
+    """JSON-safe timestamp."""
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return value
+
+
+def now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# --------------------------------------------------------------------------- reading
+
+class EcsService:
+    """One ECS service and its task-definition family, read through a client."""
+
+    def __init__(self, client, cluster, service):
+        self.client = client
+        self.cluster = cluster
+        self.service = service
+
+    def _call(self, doing, method, **kwargs):
+        try:
+            return getattr(self.client, method)(**kwargs)
+        except aws_errors() as err:
+            code = error_code(err)
+            if code == 'ClusterNotFoundException':
+                raise OpsError('ECS cluster %r not found' % self.cluster)
+            if code == 'ServiceNotFoundException':
+                raise OpsError('ECS service %r not found in cluster %r' % (self.service, self.cluster))
+            raise OpsError(error_message(err, doing))
+
+    def describe(self):
+        """The service (with tags). Fails clearly when it does not exist or is gone."""
+        answer = self._call('DescribeServices for %s' % self.service, 'describe_services',
+                            cluster=self.cluster, services=[self.service], include=['TAGS'])
+        services = answer.get('services') or []
+        if not services:
+            reasons = ', '.join(f.get('reason', '?') for f in answer.get('failures') or [])
+            raise OpsError('ECS service %r not found in cluster %r (%s)'
+                           % (self.service, self.cluster, reasons or 'MISSING'))
+        svc = services[0]
+        if svc.get('status') != 'ACTIVE':
+            raise OpsError('ECS service %r in cluster %r is %s, not ACTIVE'
+                           % (self.service, self.cluster, svc.get('status')))
+        return svc
+
+    def revisions(self, family):
+        """Every revision of exactly this family, newest first, ACTIVE and INACTIVE.
+
+        ListTaskDefinitions' familyPrefix is a prefix match ("hotel-voice-bot" also
+        returns "hotel-voice-bot-worker"), so ARNs are filtered on the exact family.
+        """
+        found = {}
+        for status in ('ACTIVE', 'INACTIVE'):
+            token = None
+            while True:
+                kwargs = dict(familyPrefix=family, status=status, sort='DESC')
+                if token:
+                    kwargs['nextToken'] = token
+                page = self._call('ListTaskDefinitions for %s' % family, 'list_task_definitions', **kwargs)
+                for arn in page.get('taskDefinitionArns', []):
+                    fam, rev = parse_task_definition(arn)
+                    if fam == family and rev is not None:
+                        found[rev] = dict(revision=rev, arn=arn, name=revision_name(fam, rev), status=status)
+                token = page.get('nextToken')
+                if not token:
+                    break
+        return [found[rev] for rev in sorted(found, reverse=True)]
+
+    def task_definition(self, arn):
+        answer = self._call('DescribeTaskDefinition %s' % arn, 'describe_task_definition', taskDefinition=arn)
+        return answer['taskDefinition']
+
+    def update(self, **kwargs):
+        answer = self._call('UpdateService %s' % self.service, 'update_service',
+                            cluster=self.cluster, service=self.service, **kwargs)
+        return answer['service']
+
+    def tag(self, arn, tags):
+        self._call('TagResource %s' % arn, 'tag_resource',
+                   resourceArn=arn, tags=[dict(key=k, value=v) for k, v in tags.items()])
+
+
+def tags_of(svc):
+    return dict((t['key'], t['value']) for t in svc.get('tags') or [])
+
+
+def primary_deployment(svc):
+    for deployment in svc.get('deployments') or []:
+        if deployment.get('status') == 'PRIMARY':
+            return deployment
+    return None
+
+
+def summarize_deployment(deployment):
+    return dict(
+        id=deployment.get('id'),
+        status=deployment.get('status'),
+        task_definition=parse_and_name(deployment.get('taskDefinition')),
+        rollout_state=deployment.get('rolloutState'),
+        rollout_state_reason=deployment.get('rolloutStateReason'),
+        desired_count=deployment.get('desiredCount'),
+        running_count=deployment.get('runningCount'),
+        pending_count=deployment.get('pendingCount'),
+        failed_tasks=deployment.get('failedTasks'),
+        created_at=iso(deployment.get('createdAt')),
+        updated_at=iso(deployment.get('updatedAt')),
+    )
+
+
+def parse_and_name(ref):
+    if not ref:
+        return ref
+    family, revision = parse_task_definition(ref)
+    return revision_name(family, revision) if revision is not None else ref
+
+
+def summarize_event(event):
+    return dict(id=event.get('id'), created_at=iso(event.get('createdAt')), message=event.get('message'))
+
+
+# --------------------------------------------------------------------------- resolving
+
+def find_revision(revisions, revision):
+    for entry in revisions:
+        if entry['revision'] == revision:
+            return entry
+    return None
+
+
+def previous_revision(revisions, current):
+    """Newest ACTIVE revision older than current, or None."""
+    for entry in revisions:
+        if entry['revision'] < current and entry['status'] == 'ACTIVE':
+            return entry
+    return None
+
+
+def last_stable_revision(family, revisions, tags):
+    """The revision the ledger marks stable, or None if there is none (or it is gone)."""
+    value = tags.get(TAG_LAST_STABLE)
+    if not value:
+        return None
+    fam, rev = parse_task_definition(value)
+    if fam != family or rev is None:
+        return None
+    return find_revision(revisions, rev)
+
+
+def resolve_target(spec, family, current, revisions, tags):
+    """Turn a revision spec into a revision entry plus why it was chosen.
+
+    spec: 'current' | 'previous' | 'last_stable' | an integer | 'family:N' | an ARN.
+    Raises OpsError with a plain message when the spec cannot be honoured.
+    """
+    spec = str(spec).strip()
+    known = ', '.join('%d%s' % (r['revision'], '' if r['status'] == 'ACTIVE' else ' (INACTIVE)')
+                      for r in revisions[:10]) or 'none'
+    if spec == 'current':
+        entry = find_revision(revisions, current) or dict(
+            revision=current, name=revision_name(family, current), arn=None, status='UNKNOWN')
+        return dict(entry, reason='the revision the service runs now')
+    if spec == 'previous':
+        rollback = tags.get(TAG_ROLLBACK, '')
+        origin, _, landed = rollback.partition('->')
+        if landed and parse_task_definition(landed) == (family, current):
+            entry = find_revision(revisions, current)
+            if entry:
+                return dict(entry, reason='already rolled back from %s to %s; previous does not walk '
+                                          'further back (name a revision to go further)' % (origin, landed))
+        entry = previous_revision(revisions, current)
+        if entry is None:
+            raise OpsError('no ACTIVE revision of %s older than %s to roll back to (known: %s)'
+                           % (family, revision_name(family, current), known))
+        return dict(entry, reason='the newest ACTIVE revision older than %s' % revision_name(family, current))
+    if spec == 'last_stable':
+        entry = last_stable_revision(family, revisions, tags)
+        if entry is None:
+            marked = tags.get(TAG_LAST_STABLE)
+            if marked:
+                raise OpsError('the service marks %s as last stable, but that is not a revision of family %s'
+                               % (marked, family))
+            raise OpsError('no revision of %s is marked stable for this service yet; '
+                           'use revision: previous or name a revision' % family)
+        return dict(_check_deployable(entry, family), reason='the last revision marked stable')
+    if spec.isdigit():
+        rev = int(spec)
+    else:
+        fam, rev = parse_task_definition(spec)
+        if rev is None:
+            raise OpsError('revision must be current, previous, last_stable, a number, family:number '
+                           'or a task definition ARN; got %r' % spec)
+        if fam != family:
+            raise OpsError('revision %s belongs to family %s, but the service runs family %s'
+                           % (spec, fam, family))
+    entry = find_revision(revisions, rev)
+    if entry is None:
+        raise OpsError('revision %d of family %s does not exist (known, newest first: %s)' % (rev, family, known))
+    return dict(_check_deployable(entry, family), reason='named explicitly')
+
+
+def _check_deployable(entry, family):
+    if entry['status'] != 'ACTIVE':
+        raise OpsError('%s is %s (deregistered): ECS cannot deploy it; register it again or pick another'
+                       % (entry['name'], entry['status']))
+    return entry
+
+
+# --------------------------------------------------------------------------- environment
+
+def is_secret_name(name):
+    return bool(SECRET_NAME.search(name or ''))
+
+
+def mask_value(name, value):
+    if is_secret_name(name):
+        return MASK
+    if isinstance(value, str):
+        return URL_PASSWORD.sub(lambda m: m.group('head') + MASK + m.group('tail'), value)
+    return value
+
+
+def secret_values(task_definition):
+    """Values that must never be printed: secret-named env values and URL passwords."""
+    found = []
+    for container in task_definition.get('containerDefinitions', []):
+        for item in container.get('environment') or []:
+            value = item.get('value')
+            if not value:
+                continue
+            if is_secret_name(item.get('name')):
+                found.append(value)
+            for match in URL_PASSWORD.finditer(value):
+                found.append(match.group('password'))
+    return found
+
+
+def environment(task_definition):
+    """{container: {'environment': {NAME: masked}, 'secrets': {NAME: valueFrom}}}."""
+    result = {}
+    for container in task_definition.get('containerDefinitions', []):
+        result[container.get('name')] = dict(
+            image=container.get('image'),
+            environment=dict((e['name'], mask_value(e['name'], e.get('value')))
+                             for e in container.get('environment') or []),
+            # valueFrom is a reference (SSM/Secrets Manager ARN), not the secret itself.
+            secrets=dict((s['name'], s.get('valueFrom')) for s in container.get('secrets') or []),
+        )
+    return result
+
+
+def environment_diff(old_td, new_td):
+    """Per container: added / removed / changed variables, values masked."""
+    def raw(td):
+        return dict((c.get('name'), dict((e['name'], e.get('value')) for e in c.get('environment') or []))
+                    for c in td.get('containerDefinitions', []))
+    old, new = raw(old_td), raw(new_td)
+    diff = {}
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name, {}), new.get(name, {})
+        entry = dict(
+            added=dict((k, mask_value(k, after[k])) for k in sorted(set(after) - set(before))),
+            removed=dict((k, mask_value(k, before[k])) for k in sorted(set(before) - set(after))),
+            changed=dict((k, {'from': mask_value(k, before[k]), 'to': mask_value(k, after[k])})
+                         for k in sorted(set(before) & set(after)) if before[k] != after[k]),
+        )
+        if any(entry.values()):
+            diff[name] = entry
+    return diff
+
+
+def images(task_definition):
+    return [c.get('image') for c in task_definition.get('containerDefinitions', [])]
+
+
+# --------------------------------------------------------------------------- info
+
+def release_info(ecs, target=None, environment_of=None, diff_from=None, diff_to=None,
+                 events_limit=10, hide=lambda *values: None):
+    """Everything an operator needs before touching the service (read only)."""
+    svc = ecs.describe()
+    family, current = parse_task_definition(svc['taskDefinition'])
+    revisions = ecs.revisions(family)
+    tags = tags_of(svc)
+    current_td = ecs.task_definition(svc['taskDefinition'])
+    hide(*secret_values(current_td))
+    previous = previous_revision(revisions, current)
+    result = dict(
+        changed=False,
+        cluster=ecs.cluster,
+        service=dict(
+            name=svc.get('serviceName'), arn=svc.get('serviceArn'), status=svc.get('status'),
+            desired_count=svc.get('desiredCount'), running_count=svc.get('runningCount'),
+            pending_count=svc.get('pendingCount'),
+        ),
+        family=family,
+        current=dict(revision=current, name=revision_name(family, current),
+                     arn=svc['taskDefinition'], images=images(current_td)),
+        revisions=revisions,
+        previous=previous,
+        last_stable=last_stable_revision(family, revisions, tags),
+        ledger=dict((k, v) for k, v in tags.items() if k.startswith('hotelbot.ops/')),
+        deployments=[summarize_deployment(d) for d in svc.get('deployments') or []],
+        events=[summarize_event(e) for e in (svc.get('events') or [])[:events_limit]],
+    )
+    if target is not None:
+        entry = resolve_target(target, family, current, revisions, tags)
+        target_td = current_td if entry['revision'] == current else ecs.task_definition(entry['arn'])
+        hide(*secret_values(target_td))
+        result['target'] = dict(entry, images=images(target_td), changes=entry['revision'] != current)
+    if environment_of is not None:
+        entry = resolve_target(environment_of, family, current, revisions, tags)
+        td = current_td if entry['revision'] == current else ecs.task_definition(entry['arn'])
+        hide(*secret_values(td))
+        result['environment'] = dict(revision=entry['name'], containers=environment(td))
+    if diff_from is not None or diff_to is not None:
+        old = resolve_target(diff_from or 'current', family, current, revisions, tags)
+        new = resolve_target(diff_to or 'current', family, current, revisions, tags)
+        old_td, new_td = ecs.task_definition(old['arn']), ecs.task_definition(new['arn'])
+        hide(*(secret_values(old_td) + secret_values(new_td)))
+        result['environment_diff'] = dict(
+            from_revision=old['name'], to_revision=new['name'], containers=environment_diff(old_td, new_td))
+    return result
+
+
+# --------------------------------------------------------------------------- release
+
+class Waiter:
+    """Polls DescribeServices with backoff (fast first, gentle later)."""
+
+    def __init__(self, ecs, timeout, first_delay=0.25, max_delay=5.0, sleep=time.sleep, clock=time.monotonic):
+        self.ecs = ecs
+        self.timeout = timeout
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self.clock = clock
+
+    def _poll(self, done, describe_failed, timed_out):
+        """Call done(svc) until it returns a result; it may raise OpsError to stop."""
+        timer = Timer(self.clock)
+        delay = self.first_delay
+        while True:
+            try:
+                svc = self.ecs.describe()
+            except OpsError as err:
+                raise describe_failed(err)
+            outcome = done(svc)
+            if outcome is not None:
+                return outcome
+            if timer.remaining(self.timeout) <= 0:
+                raise timed_out(svc)
+            self.sleep(min(delay, max(timer.remaining(self.timeout), 0)))
+            delay = min(delay * 1.6, self.max_delay)
+
+
+def _new_events(svc, seen, since):
+    fresh = []
+    for event in svc.get('events') or []:
+        created = event.get('createdAt')
+        if event.get('id') in seen:
+            continue
+        if isinstance(created, datetime.datetime) and since and created < since:
+            continue
+        seen.add(event.get('id'))
+        fresh.append(summarize_event(event))
+    return fresh
+
+
+def deployment_outcome(svc, deployment_id, target_arn):
+    """('done'|'failed'|'rolled_back'|'superseded'|None, detail) for one deployment.
+
+    None means still in progress. Deployments without rolloutState (older ECS or
+    external controllers) count as done when they are alone and fully running.
+    """
+    deployments = svc.get('deployments') or []
+    mine = next((d for d in deployments if d.get('id') == deployment_id), None)
+    primary = primary_deployment(svc) or {}
+    if mine is None:
+        if primary.get('taskDefinition') != target_arn:
+            return 'rolled_back', primary
+        return 'superseded', primary
+    state = mine.get('rolloutState')
+    if state == 'FAILED':
+        if primary.get('id') != deployment_id and primary.get('taskDefinition') != target_arn:
+            return 'rolled_back', mine
+        return 'failed', mine
+    if state == 'COMPLETED':
+        return 'done', mine
+    if state is None and len(deployments) == 1 and mine.get('runningCount') == mine.get('desiredCount'):
+        return 'done', mine
+    return None, mine
+
+
+def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_desired_count=False,
+            mark_stable=False, wait=True, wait_timeout=600, check_mode=False,
+            hide=lambda *values: None, waiter=None, clock=time.time):
+    """Roll the service to spec, scale it, wait for it, mark it stable. Returns the result dict."""
+    started_at = datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc)
+    svc = ecs.describe()
+    family, current = parse_task_definition(svc['taskDefinition'])
+    revisions = ecs.revisions(family)
+    tags = tags_of(svc)
+    target = resolve_target(spec, family, current, revisions, tags)
+    target_arn = target['arn'] or svc['taskDefinition']
+    before = dict(revision=revision_name(family, current), desired_count=svc.get('desiredCount'),
+                  last_stable=tags.get(TAG_LAST_STABLE))
+
+    # What the desired count should become.
+    new_desired = svc.get('desiredCount')
+    if restore_desired_count:
+        remembered = tags.get(TAG_DESIRED_BEFORE)
+        if remembered is None or not str(remembered).isdigit():
+            raise OpsError('restore_desired_count: no remembered desired count on service %s '
+                           '(it is set when this module scales the service)' % ecs.service)
+        new_desired = int(remembered)
+    elif desired_count is not None:
+        new_desired = desired_count
+    scale = new_desired != svc.get('desiredCount')
+
+    # A deployment of the target that is already rolling (e.g. the run that started it
+    # lost contact with ECS) is waited on, not started again.
+    primary = primary_deployment(svc) or {}
+    in_flight = primary.get('taskDefinition') == target_arn and primary.get('rolloutState') == 'IN_PROGRESS'
+    deploy = target['revision'] != current or force_new_deployment
+    stable_mark = revision_name(family, target['revision'])
+    mark = mark_stable and tags.get(TAG_LAST_STABLE) != stable_mark
+    if mark_stable and not wait and (deploy or scale):
+        raise OpsError('mark_stable needs wait: true when a deployment is started '
+                       '(a revision is only stable once it has rolled out)')
+
+    after = dict(before, revision=stable_mark, desired_count=new_desired,
+                 last_stable=stable_mark if mark_stable else before['last_stable'])
+    changed = deploy or scale or mark
+    result = dict(
+        changed=changed, cluster=ecs.cluster, service=ecs.service,
+        from_revision=dict(name=before['revision'], revision=current, arn=svc['taskDefinition']),
+        to_revision=dict(name=stable_mark, revision=target['revision'], arn=target_arn, reason=target['reason']),
+        desired_count=dict(before=svc.get('desiredCount'), after=new_desired),
+        previous_desired_count=svc.get('desiredCount'),
+        deployment_id=primary.get('id') if in_flight and not force_new_deployment else None,
+        rollout_state=primary.get('rolloutState'),
+        deployment_started=False, marked_stable=False, events=[], waited_s=0.0,
+        diff=dict(before=before, after=after),
+    )
+    if check_mode:
+        result['deployment_started'] = deploy
+        result['marked_stable'] = mark
+        return result
+
+    if deploy or scale:
+        ledger = {}
+        if target['revision'] < current:
+            # Any rollback is recorded, before the update: if we die after it, a re-run
+            # of `previous` still knows it happened and does not walk back a second revision.
+            ledger[TAG_ROLLBACK] = '%s->%s' % (before['revision'], stable_mark)
+        if scale and not restore_desired_count:
+            ledger[TAG_DESIRED_BEFORE] = str(svc.get('desiredCount'))
+        if ledger:
+            ecs.tag(svc['serviceArn'], ledger)
+        kwargs = {}
+        if deploy:
+            kwargs['taskDefinition'] = target_arn
+            kwargs['forceNewDeployment'] = bool(force_new_deployment)
+        if scale:
+            kwargs['desiredCount'] = new_desired
+        updated = ecs.update(**kwargs)
+        new_primary = primary_deployment(updated) or {}
+        result['deployment_id'] = new_primary.get('id')
+        result['rollout_state'] = new_primary.get('rolloutState')
+        result['deployment_started'] = deploy
+    elif in_flight and not wait:
+        result['deployment_id'] = primary.get('id')
+
+    if wait and (deploy or scale or in_flight):
+        waiter = waiter or Waiter(ecs, wait_timeout)
+        wait_timer = Timer()
+        _wait(ecs, waiter, result, target_arn, started_at)
+        result['waited_s'] = wait_timer.elapsed()
+
+    if mark:
+        ecs.tag(svc['serviceArn'], {TAG_LAST_STABLE: stable_mark})
+        ecs.tag(target_arn, {TAG_STABLE_ON_REVISION: now_iso()})
+        result['marked_stable'] = True
+    return result
+
+
+def _failure(msg, result, **extra):
+    """An OpsError that carries what was done so far (result) to the user."""
+    fields = dict(result, **extra)
+    changed = fields.pop('changed')
+    return OpsError(msg, changed=changed, **fields)
+
+
+def _wait(ecs, waiter, result, target_arn, started_at):
+    """Wait for the deployment in result (or the scale) to settle; update result."""
+    seen = set()
+    deployment_id = result['deployment_id']
+
+    def done(svc):
+        result['events'].extend(_new_events(svc, seen, started_at))
+        if deployment_id:
+            outcome, detail = deployment_outcome(svc, deployment_id, target_arn)
+            result['rollout_state'] = (detail or {}).get('rolloutState')
+            if outcome == 'done':
+                return outcome
+            if outcome == 'failed':
+                raise _failure('deployment %s of %s FAILED: %s' % (
+                    deployment_id, parse_and_name(target_arn), detail.get('rolloutStateReason')), result)
+            if outcome == 'rolled_back':
+                primary = primary_deployment(svc) or {}
+                raise _failure(
+                    'deployment %s of %s failed and ECS rolled the service back to %s by itself '
+                    '(circuit breaker): %s' % (deployment_id, parse_and_name(target_arn),
+                                               parse_and_name(primary.get('taskDefinition')),
+                                               detail.get('rolloutStateReason') or 'deployment replaced'),
+                    result, rolled_back_to=parse_and_name(primary.get('taskDefinition')))
+            if outcome == 'superseded':
+                raise _failure('deployment %s was superseded by deployment %s (someone else updated %s)'
+                               % (deployment_id, detail.get('id'), ecs.service), result)
+            return None
+        # Scale only: done when every deployment has settled on its desired count.
+        deployments = svc.get('deployments') or []
+        if len(deployments) == 1 and svc.get('runningCount') == svc.get('desiredCount'):
+            return 'done'
+        return None
+
+    def describe_failed(err):
+        return _failure('lost contact with ECS while waiting for %s (%s); the update was sent, '
+                        're-run to converge' % (ecs.service, err.msg), result)
+
+    def timed_out(svc):
+        primary = primary_deployment(svc) or {}
+        return _failure('timed out after %ss waiting for %s: deployment %s is %s, %s of %s tasks running'
+                        % (waiter.timeout, ecs.service, primary.get('id'), primary.get('rolloutState'),
+                           svc.get('runningCount'), svc.get('desiredCount')), result)
+
+    waiter._poll(done, describe_failed, timed_out)

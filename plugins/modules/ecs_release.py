@@ -1,0 +1,233 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: ecs_release
+short_description: Roll an ECS service to a revision, scale it, wait for the rollout, mark it stable
+version_added: 0.1.0
+description:
+  - Moves an ECS service to a task-definition revision (V(previous), V(last_stable), a number, ...),
+    optionally forcing a new deployment and/or changing the desired count, and waits for B(the
+    deployment it started) by id and C(rolloutState). It fails fast when the deployment goes
+    C(FAILED) and says so plainly when ECS's deployment circuit breaker rolled the service back by
+    itself (which C(aws ecs wait services-stable) reports as success).
+  - Idempotent. A second identical run reports C(changed=false). V(previous) does not walk further
+    back when re-run after a rollback it did; a deployment of the target that is still rolling
+    (for example after the run that started it lost contact with AWS) is waited on, not restarted.
+  - Scaling remembers the desired count it replaced (service tag
+    C(hotelbot.ops/desired-count-before-scale)), so a later O(restore_desired_count=true) puts it back.
+  - O(mark_stable=true) records the revision in the service's release ledger (tag
+    C(hotelbot.ops/last-stable)) once the rollout completed; V(last_stable) then resolves to it.
+author:
+  - hotelbot.ops maintainers
+extends_documentation_fragment:
+  - hotelbot.ops.aws
+attributes:
+  check_mode:
+    support: full
+    description: Predicts exactly what would change (revision, desired count, ledger) and changes nothing.
+  diff_mode:
+    support: full
+    description: Shows revision, desired count and last-stable mark before and after.
+options:
+  cluster:
+    description: Name or ARN of the ECS cluster.
+    type: str
+    required: true
+  service:
+    description: Name or ARN of the ECS service.
+    type: str
+    required: true
+  revision:
+    description:
+      - The revision to run.
+      - V(current) keeps the revision (use it to scale, force a new deployment or mark stable).
+      - V(previous) is the newest ACTIVE revision older than the current one; re-running it after a
+        rollback it did stays put.
+      - V(last_stable) is the revision last marked stable for this service.
+      - A number, V(family:number) or a task definition ARN names one; it must be ACTIVE and of the
+        service's family.
+    type: raw
+    default: current
+  force_new_deployment:
+    description: Start a new deployment even when the revision does not change (pull the image again).
+    type: bool
+    default: false
+  desired_count:
+    description: Set the service's desired count. The count it replaces is remembered.
+    type: int
+  restore_desired_count:
+    description: Set the desired count back to the one remembered by the last scale of this module.
+    type: bool
+    default: false
+  mark_stable:
+    description:
+      - After the rollout completed, record the revision as the service's last stable release.
+      - Needs O(wait=true) when a deployment is started.
+    type: bool
+    default: false
+  wait:
+    description:
+      - Wait for the deployment (or the scale) to finish.
+      - Polls DescribeServices with backoff (0.25 s growing to 5 s).
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait before failing. The update stays sent; re-running converges.
+    type: int
+    default: 600
+seealso:
+  - module: hotelbot.ops.ecs_release_info
+'''
+
+EXAMPLES = r'''
+- name: Roll back to the last stable release and wait for it
+  hotelbot.ops.ecs_release:
+    cluster: hotel-voice-bot
+    service: hotel-voice-bot-service
+    revision: last_stable
+
+- name: Roll back one revision (the runbook's way), at most 5 minutes
+  hotelbot.ops.ecs_release:
+    cluster: hotel-voice-bot
+    service: hotel-voice-bot-service
+    revision: previous
+    wait_timeout: 300
+
+- name: Stop traffic for a database restore (the old count is remembered)
+  hotelbot.ops.ecs_release:
+    cluster: hotel-voice-bot
+    service: hotel-voice-bot-service
+    desired_count: 0
+
+- name: Bring it back to the remembered count
+  hotelbot.ops.ecs_release:
+    cluster: hotel-voice-bot
+    service: hotel-voice-bot-service
+    restore_desired_count: true
+
+- name: Hot-patch - redeploy the same revision (new image pull)
+  hotelbot.ops.ecs_release:
+    cluster: hotel-voice-bot
+    service: hotel-voice-bot-service
+    force_new_deployment: true
+
+- name: After verification, mark what runs as stable
+  hotelbot.ops.ecs_release:
+    cluster: hotel-voice-bot
+    service: hotel-voice-bot-service
+    revision: current
+    mark_stable: true
+'''
+
+RETURN = r'''
+from_revision:
+  description: The revision the service ran before.
+  returned: success
+  type: dict
+  sample: {name: "hotel-voice-bot:4", revision: 4, arn: "arn:aws:ecs:us-east-1:123456789012:task-definition/hotel-voice-bot:4"}
+to_revision:
+  description: The revision the service runs after (or would, in check mode), and why it was chosen.
+  returned: success
+  type: dict
+  sample: {name: "hotel-voice-bot:3", revision: 3, reason: the last revision marked stable}
+desired_count:
+  description: Desired count before and after.
+  returned: success
+  type: dict
+  sample: {before: 3, after: 3}
+previous_desired_count:
+  description: The desired count the service had before this run.
+  returned: success
+  type: int
+deployment_id:
+  description: The id of the deployment started (or waited on), or null when none was.
+  returned: success
+  type: str
+  sample: ecs-svc/1234567890123456789
+deployment_started:
+  description: Whether a new deployment was (or, in check mode, would be) started.
+  returned: success
+  type: bool
+rollout_state:
+  description: The deployment's last seen C(rolloutState) (COMPLETED, FAILED, IN_PROGRESS).
+  returned: success
+  type: str
+rolled_back_to:
+  description: When ECS's circuit breaker rolled the service back by itself, the revision it went to.
+  returned: failure
+  type: str
+marked_stable:
+  description: Whether the ledger was (or would be) updated to mark O(revision) stable.
+  returned: success
+  type: bool
+events:
+  description: Service events ECS reported while the module waited.
+  returned: success
+  type: list
+  elements: dict
+waited_s:
+  description: Seconds spent waiting for the rollout.
+  returned: success
+  type: float
+elapsed_s:
+  description: Seconds the module took.
+  returned: always
+  type: float
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.aws import aws_argument_spec, client
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
+from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import EcsService, release
+
+
+def main():
+    argument_spec = aws_argument_spec()
+    argument_spec.update(
+        cluster=dict(type='str', required=True),
+        service=dict(type='str', required=True),
+        revision=dict(type='raw', default='current'),
+        force_new_deployment=dict(type='bool', default=False),
+        desired_count=dict(type='int'),
+        restore_desired_count=dict(type='bool', default=False),
+        mark_stable=dict(type='bool', default=False),
+        wait=dict(type='bool', default=True),
+        wait_timeout=dict(type='int', default=600),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        mutually_exclusive=[('desired_count', 'restore_desired_count')],
+    )
+    p = module.params
+    if p['desired_count'] is not None and p['desired_count'] < 0:
+        module.fail_json(msg='desired_count must be 0 or more, got %d' % p['desired_count'])
+    if p['wait_timeout'] < 1:
+        module.fail_json(msg='wait_timeout must be at least 1 second, got %d' % p['wait_timeout'])
+
+    def operation():
+        ecs = EcsService(client(module, 'ecs'), p['cluster'], p['service'])
+        result = release(
+            ecs, p['revision'],
+            force_new_deployment=p['force_new_deployment'], desired_count=p['desired_count'],
+            restore_desired_count=p['restore_desired_count'], mark_stable=p['mark_stable'],
+            wait=p['wait'], wait_timeout=p['wait_timeout'], check_mode=module.check_mode,
+            hide=lambda *v: hide(module, *v),
+        )
+        if not module._diff:
+            result.pop('diff')
+        return result
+
+    run(module, operation)
+
+
+if __name__ == '__main__':
+    main()

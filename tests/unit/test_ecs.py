@@ -1,0 +1,249 @@
+"""Unit tests of module_utils.ecs against an in-memory ECS (tests/unit/fake_ecs.py)."""
+import botocore.exceptions
+import pytest
+
+from ansible_collections.hotelbot.ops.plugins.module_utils import ecs as ecs_utils
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from tests.unit.fake_ecs import FakeEcs, td_arn
+
+FAMILY = 'hotel-voice-bot'
+CLUSTER = 'hotel-voice-bot'
+SERVICE = 'hotel-voice-bot-service'
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += max(seconds, 0.01)
+
+
+@pytest.fixture
+def fake():
+    fake = FakeEcs()
+    fake.register(FAMILY, 1, 'bot:1.0.0', status='INACTIVE')
+    fake.register(FAMILY, 2, 'bot:1.1.0')
+    fake.register(FAMILY, 3, 'bot:1.2.0', env=[
+        dict(name='LOG_LEVEL', value='info'),
+        dict(name='OPENAI_API_KEY', value='sk-live-abcdef123456'),
+        dict(name='DATABASE_URL', value='postgresql://bot:hunter2secret@db:5432/bot')])
+    fake.register(FAMILY, 4, 'bot:1.3.0-bad', env=[
+        dict(name='LOG_LEVEL', value='debug'),
+        dict(name='OPENAI_API_KEY', value='sk-live-zzzzzz999999'),
+        dict(name='NEW_FLAG', value='on')])
+    fake.register(FAMILY + '-worker', 7, 'worker:9')   # prefix trap
+    fake.add_service(CLUSTER, SERVICE, td_arn(FAMILY, 4),
+                     tags={ecs_utils.TAG_LAST_STABLE: FAMILY + ':3'})
+    return fake
+
+
+def service(fake):
+    return ecs_utils.EcsService(fake, CLUSTER, SERVICE)
+
+
+def run_release(fake, spec, **kwargs):
+    clock = FakeClock()
+    waiter = ecs_utils.Waiter(service(fake), kwargs.pop('timeout', 60), sleep=clock.sleep, clock=clock)
+    return ecs_utils.release(service(fake), spec, waiter=waiter, **kwargs)
+
+
+def current_revision(fake):
+    return fake.services[(CLUSTER, SERVICE)]['taskDefinition'].rsplit(':', 1)[1]
+
+
+# ---------------------------------------------------------------- reading
+
+def test_revisions_are_paged_filtered_to_the_family_and_marked(fake):
+    revisions = service(fake).revisions(FAMILY)
+    assert [(r['revision'], r['status']) for r in revisions] == [
+        (4, 'ACTIVE'), (3, 'ACTIVE'), (2, 'ACTIVE'), (1, 'INACTIVE')]
+    # 3 ACTIVE family revisions + the worker's at 2 a page, then 1 INACTIVE: 2 + 1 pages
+    assert fake.calls.count('ListTaskDefinitions') == 3
+
+
+def test_missing_service_and_cluster_are_plain_errors(fake):
+    with pytest.raises(OpsError, match="service 'nope' not found in cluster"):
+        ecs_utils.EcsService(fake, CLUSTER, 'nope').describe()
+    with pytest.raises(OpsError, match="cluster 'nope' not found"):
+        ecs_utils.EcsService(fake, 'nope', SERVICE).describe()
+
+
+def test_endpoint_errors_become_messages(fake):
+    fake.fail_describe = botocore.exceptions.EndpointConnectionError(endpoint_url='http://127.0.0.1:1')
+    with pytest.raises(OpsError, match='AWS endpoint unreachable'):
+        service(fake).describe()
+
+
+# ---------------------------------------------------------------- resolving
+
+@pytest.mark.parametrize('spec, expected', [
+    ('previous', 3), ('last_stable', 3), ('current', 4), (2, 2), ('2', 2), (FAMILY + ':2', 2), (td_arn(FAMILY, 3), 3),
+])
+def test_resolve_target(fake, spec, expected):
+    revisions = service(fake).revisions(FAMILY)
+    tags = {ecs_utils.TAG_LAST_STABLE: FAMILY + ':3'}
+    assert ecs_utils.resolve_target(spec, FAMILY, 4, revisions, tags)['revision'] == expected
+
+
+@pytest.mark.parametrize('spec, message', [
+    (9, 'revision 9 of family hotel-voice-bot does not exist'),
+    (1, 'INACTIVE'),
+    ('hotel-voice-bot-worker:7', 'belongs to family hotel-voice-bot-worker'),
+    ('latest', 'revision must be current, previous, last_stable'),
+])
+def test_resolve_target_refuses(fake, spec, message):
+    revisions = service(fake).revisions(FAMILY)
+    with pytest.raises(OpsError, match=message):
+        ecs_utils.resolve_target(spec, FAMILY, 4, revisions, {})
+
+
+def test_previous_skips_inactive_and_fails_when_none_left(fake):
+    revisions = service(fake).revisions(FAMILY)
+    with pytest.raises(OpsError, match='no ACTIVE revision of hotel-voice-bot older than hotel-voice-bot:2'):
+        ecs_utils.resolve_target('previous', FAMILY, 2, revisions, {})
+
+
+def test_last_stable_needs_a_mark(fake):
+    revisions = service(fake).revisions(FAMILY)
+    with pytest.raises(OpsError, match='no revision of hotel-voice-bot is marked stable'):
+        ecs_utils.resolve_target('last_stable', FAMILY, 4, revisions, {})
+
+
+# ---------------------------------------------------------------- release
+
+def test_rollback_to_previous_waits_and_is_idempotent(fake):
+    result = run_release(fake, 'previous')
+    assert result['changed'] and result['deployment_started']
+    assert result['from_revision']['revision'] == 4 and result['to_revision']['revision'] == 3
+    assert result['rollout_state'] == 'COMPLETED'
+    assert current_revision(fake) == '3'
+    assert any('steady state' in e['message'] for e in result['events'])
+    # Re-running `previous` stays on 3: it does not walk back to 2.
+    fake.calls.clear()
+    again = run_release(fake, 'previous')
+    assert not again['changed'] and again['to_revision']['revision'] == 3
+    assert 'UpdateService' not in fake.calls and current_revision(fake) == '3'
+
+
+def test_check_mode_predicts_and_changes_nothing(fake):
+    before = fake.describe_services(CLUSTER, [SERVICE], include=['TAGS'])
+    fake.calls.clear()
+    result = run_release(fake, 2, desired_count=5, check_mode=True, mark_stable=True)
+    assert result['changed'] and result['deployment_started'] and result['marked_stable']
+    assert result['diff']['before'] == dict(revision=FAMILY + ':4', desired_count=3, last_stable=FAMILY + ':3')
+    assert result['diff']['after'] == dict(revision=FAMILY + ':2', desired_count=5, last_stable=FAMILY + ':2')
+    assert not {'UpdateService', 'TagResource'} & set(fake.calls)
+    after = fake.describe_services(CLUSTER, [SERVICE], include=['TAGS'])
+    assert after['services'][0]['taskDefinition'] == before['services'][0]['taskDefinition']
+    assert after['services'][0]['tags'] == before['services'][0]['tags']
+
+
+def test_failed_deployment_fails_fast_and_marks_nothing(fake):
+    fake.outcome = 'fail'
+    with pytest.raises(OpsError, match='FAILED: ECS deployment circuit breaker') as err:
+        run_release(fake, 2, mark_stable=True)
+    assert err.value.changed is True
+    assert fake.tags[fake.services[(CLUSTER, SERVICE)]['serviceArn']][ecs_utils.TAG_LAST_STABLE] == FAMILY + ':3'
+    assert fake.tags.get(td_arn(FAMILY, 2), {}) == {}
+
+
+def test_circuit_breaker_rollback_is_reported(fake):
+    fake.outcome = 'rollback'
+    with pytest.raises(OpsError, match='ECS rolled the service back to hotel-voice-bot:4 by itself') as err:
+        run_release(fake, 2)
+    assert err.value.result['rolled_back_to'] == FAMILY + ':4'
+
+
+def test_timeout_says_what_it_saw(fake):
+    fake.outcome = 'hang'
+    with pytest.raises(OpsError, match=r'timed out after 30s .* is IN_PROGRESS') as err:
+        run_release(fake, 3, timeout=30)
+    assert err.value.changed is True
+
+
+def test_lost_contact_while_waiting_says_rerun(fake):
+    fake.outcome = 'hang'
+    real = fake.describe_services
+
+    def flaky(**kwargs):
+        if fake.calls.count('UpdateService'):
+            raise botocore.exceptions.EndpointConnectionError(endpoint_url='http://127.0.0.1:1')
+        return real(**kwargs)
+    fake.describe_services = flaky
+    with pytest.raises(OpsError, match='lost contact with ECS .* re-run to converge') as err:
+        run_release(fake, 3)
+    assert err.value.changed is True
+    # Contact back, deployment still rolling: the re-run waits on it instead of starting another.
+    fake.describe_services = real
+    fake.outcome = 'complete'
+    updates = fake.calls.count('UpdateService')
+    result = run_release(fake, 3)
+    assert fake.calls.count('UpdateService') == updates
+    assert result['rollout_state'] == 'COMPLETED' and not result['deployment_started']
+
+
+def test_scale_remembers_and_restores(fake):
+    result = run_release(fake, 'current', desired_count=0)
+    assert result['changed'] and result['previous_desired_count'] == 3
+    svc = fake.services[(CLUSTER, SERVICE)]
+    assert svc['desiredCount'] == 0 and svc['runningCount'] == 0
+    # scaling to 0 again keeps the remembered 3
+    assert not run_release(fake, 'current', desired_count=0)['changed']
+    assert fake.tags[svc['serviceArn']][ecs_utils.TAG_DESIRED_BEFORE] == '3'
+    restored = run_release(fake, 'current', restore_desired_count=True)
+    assert restored['desired_count'] == dict(before=0, after=3)
+    assert svc['desiredCount'] == 3 and svc['runningCount'] == 3
+
+
+def test_restore_without_memory_is_refused(fake):
+    with pytest.raises(OpsError, match='no remembered desired count'):
+        run_release(fake, 'current', restore_desired_count=True)
+
+
+def test_mark_stable_updates_the_ledger_once(fake):
+    run_release(fake, 2, mark_stable=True)
+    arn = fake.services[(CLUSTER, SERVICE)]['serviceArn']
+    assert fake.tags[arn][ecs_utils.TAG_LAST_STABLE] == FAMILY + ':2'
+    assert ecs_utils.TAG_STABLE_ON_REVISION in fake.tags[td_arn(FAMILY, 2)]
+    assert not run_release(fake, 'current', mark_stable=True)['changed']
+    assert run_release(fake, 'last_stable')['to_revision']['revision'] == 2
+
+
+def test_mark_stable_without_wait_is_refused(fake):
+    with pytest.raises(OpsError, match='mark_stable needs wait'):
+        run_release(fake, 3, mark_stable=True, wait=False)
+    assert 'UpdateService' not in fake.calls
+
+
+# ---------------------------------------------------------------- environment
+
+def test_environment_masks_secrets_and_url_passwords(fake):
+    td = fake.task_defs[td_arn(FAMILY, 3)]
+    env = ecs_utils.environment(td)['bot']['environment']
+    assert env == {'LOG_LEVEL': 'info', 'OPENAI_API_KEY': ecs_utils.MASK,
+                   'DATABASE_URL': 'postgresql://bot:%s@db:5432/bot' % ecs_utils.MASK}
+    assert set(ecs_utils.secret_values(td)) == {'sk-live-abcdef123456', 'hunter2secret'}
+
+
+def test_environment_diff(fake):
+    diff = ecs_utils.environment_diff(fake.task_defs[td_arn(FAMILY, 3)], fake.task_defs[td_arn(FAMILY, 4)])['bot']
+    assert diff['added'] == {'NEW_FLAG': 'on'}
+    assert diff['removed'] == {'DATABASE_URL': 'postgresql://bot:%s@db:5432/bot' % ecs_utils.MASK}
+    assert diff['changed'] == {'LOG_LEVEL': {'from': 'info', 'to': 'debug'},
+                               'OPENAI_API_KEY': {'from': ecs_utils.MASK, 'to': ecs_utils.MASK}}
+
+
+def test_release_info_resolves_like_release(fake):
+    hidden = []
+    info = ecs_utils.release_info(service(fake), target='previous', environment_of='current',
+                                  diff_from='last_stable', hide=lambda *v: hidden.extend(v))
+    assert info['current']['name'] == FAMILY + ':4' and info['target']['revision'] == 3
+    assert info['target']['images'] == ['bot:1.2.0'] and info['target']['changes'] is True
+    assert info['last_stable']['revision'] == 3 and info['previous']['revision'] == 3
+    assert 'sk-live-zzzzzz999999' in hidden and 'sk-live-abcdef123456' in hidden
+    assert info['environment']['containers']['bot']['environment']['OPENAI_API_KEY'] == ecs_utils.MASK
+    assert info['environment_diff']['from_revision'] == FAMILY + ':3'
