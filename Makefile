@@ -33,3 +33,48 @@ system-deps:
 .collections/ansible_collections/hotelbot/ops:
 	mkdir -p .collections/ansible_collections/hotelbot
 	ln -sfn ../../.. $@
+
+# ---------------------------------------------------------------- the sandbox and the demo
+sandbox-up: setup
+	$(BIN)/python -m sandbox up
+
+sandbox-down:
+	@[ -x $(BIN)/python ] && $(BIN)/python -m sandbox down || true
+
+demo: setup
+	$(BIN)/python -m sandbox.demo
+
+# ---------------------------------------------------------------- tests
+test: setup
+	@set -o pipefail; status=0; \
+	for step in unit integration sanity lint molecule build; do \
+	  echo "=== make $$step"; start=$$(date +%s); \
+	  $(MAKE) --no-print-directory $$step || { status=1; echo "=== make $$step FAILED"; }; \
+	  echo "=== make $$step took $$(( $$(date +%s) - start ))s"; \
+	done; exit $$status
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit -q -p no:cacheprovider
+
+integration: setup
+	$(BIN)/python -m pytest tests/integration -q -p no:cacheprovider
+
+sanity: setup
+	tests/sanity/run.sh
+
+lint: setup
+	$(BIN)/ansible-lint --offline -q
+	$(BIN)/antsibull-changelog lint
+
+molecule: setup
+	cd extensions && $(BIN)/molecule test --all
+
+# The tarball builds without the sandbox/tests, installs, and its modules resolve by FQCN.
+build: setup
+	tests/build/check_tarball.sh
+
+bench: setup
+	$(BIN)/python benchmarks/ecs_rollback.py
+
+clean: sandbox-down
+	rm -rf .sandbox tests/output *.tar.gz

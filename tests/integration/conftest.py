@@ -1,0 +1,175 @@
+"""Integration fixtures: one real sandbox per test session, and helpers to drive it.
+
+Tests run the real playbooks with ansible-playbook and look at platform state through
+the same APIs an operator would (boto3 against the sandbox's moto, HTTP to the bot).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import boto3
+import pytest
+
+from sandbox import control, state as sandbox_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+FAMILY = 'hotel-voice-bot'
+LEDGER = ('hotelbot.ops/last-stable', 'hotelbot.ops/rollback', 'hotelbot.ops/desired-count-before-scale')
+
+
+class Sandbox:
+    """A running sandbox: its state, secrets, an ECS client and playbook runner."""
+
+    def __init__(self, directory):
+        self.dir = directory
+        self.state = sandbox_state.load(directory)
+        self.secrets = sandbox_state.load_secrets(directory)
+        self.cluster = self.state['ecs']['cluster']
+        self.service = self.state['ecs']['service']
+        self.ecs = boto3.client(
+            'ecs', region_name=self.state['region'], endpoint_url=self.state['aws']['endpoint_url'],
+            aws_access_key_id=self.state['aws']['access_key_id'],
+            aws_secret_access_key=self.secrets['aws_secret_access_key'])
+
+    # ---- reading platform state
+    def describe(self):
+        answer = self.ecs.describe_services(cluster=self.cluster, services=[self.service], include=['TAGS'])
+        return answer['services'][0]
+
+    def revision(self):
+        return int(self.describe()['taskDefinition'].rsplit(':', 1)[1])
+
+    def tags(self, arn=None):
+        arn = arn or self.describe()['serviceArn']
+        return {t['key']: t['value'] for t in self.ecs.list_tags_for_resource(resourceArn=arn).get('tags', [])}
+
+    def td_arn(self, revision):
+        return self.ecs.describe_task_definition(taskDefinition='%s:%d' % (FAMILY, revision))['taskDefinition']['taskDefinitionArn']
+
+    def bot(self, path='/api/health'):
+        """(status, json body) from the bot."""
+        try:
+            with urllib.request.urlopen(self.state['bot']['url'] + path, timeout=5) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as err:
+            return err.code, json.load(err)
+
+    def calls(self):
+        return control.calls(self.dir)
+
+    # ---- driving it
+    def deploy(self, revision, deploy_seconds=0.2, wait=True):
+        """Put the service on a revision the way a release pipeline would (boto3)."""
+        control.set_deploy_seconds(deploy_seconds, self.dir)
+        self.ecs.update_service(cluster=self.cluster, service=self.service, taskDefinition=self.td_arn(revision))
+        if wait:
+            self.wait_settled(revision)
+
+    def wait_settled(self, revision, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            svc = self.describe()
+            deployments = svc['deployments']
+            if (len(deployments) == 1 and deployments[0]['rolloutState'] == 'COMPLETED'
+                    and svc['runningCount'] == svc['desiredCount'] and self.revision() == revision):
+                # The bot follows the platform a poll later.
+                if self.serving_revision() == revision:
+                    return svc
+            time.sleep(0.1)
+        raise AssertionError('service did not settle on revision %d: %r' % (revision, self.describe()['deployments']))
+
+    def serving_revision(self):
+        return control.serving(dir=self.dir)['revision']
+
+    def wait_bot_version(self, version, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = self.bot()
+            if body.get('version') == version:
+                return status, body
+            time.sleep(0.1)
+        raise AssertionError('bot did not answer with version %s: %r' % (version, self.bot()))
+
+    def reset(self):
+        """The seeded situation: revision 3 running, 3 tasks, marked stable, no other ledger."""
+        control.aws_up(self.dir)
+        control.set_deploy_seconds(0.2, self.dir)
+        svc = self.describe()
+        if self.revision() != 3 or svc['desiredCount'] != 3:
+            self.ecs.update_service(cluster=self.cluster, service=self.service,
+                                    taskDefinition=self.td_arn(3), desiredCount=3)
+        self.wait_settled(3)
+        self.ecs.untag_resource(resourceArn=svc['serviceArn'], tagKeys=list(LEDGER))
+        self.ecs.tag_resource(resourceArn=svc['serviceArn'], tags=[dict(key=LEDGER[0], value=FAMILY + ':3')])
+        self.wait_bot_version('1.2.0')
+        control.reset_calls(self.dir)
+
+    def playbook(self, *args, playbook='rollback.yml', json_output=False, timeout=300, **kwargs):
+        """Run a playbook against this sandbox; returns CompletedProcess (text)."""
+        env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(self.dir), ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
+                   PATH=BIN + os.pathsep + os.environ.get('PATH', ''), ANSIBLE_FORCE_COLOR='0',
+                   ANSIBLE_NOCOLOR='1')
+        if json_output:
+            env['ANSIBLE_STDOUT_CALLBACK'] = 'ansible.builtin.json'
+        cmd = [os.path.join(BIN, 'ansible-playbook'), playbook] + list(args)
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+    def adhoc(self, module, args):
+        """Run one module ad hoc on the sandbox inventory's hosts."""
+        env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(self.dir), ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
+                   PATH=BIN + os.pathsep + os.environ.get('PATH', ''), ANSIBLE_NOCOLOR='1')
+        group_vars = 'region={{ hotelbot_aws_region }} endpoint_url={{ hotelbot_aws_endpoint_url }} ' \
+                     'access_key={{ hotelbot_aws_access_key }} secret_key={{ hotelbot_aws_secret_key }} '
+        cmd = [os.path.join(BIN, 'ansible'), 'hotelbot', '-m', module, '-a', group_vars + args]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    def popen_playbook(self, *args, playbook='rollback.yml'):
+        env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(self.dir), ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
+                   PATH=BIN + os.pathsep + os.environ.get('PATH', ''), ANSIBLE_NOCOLOR='1')
+        return subprocess.Popen([os.path.join(BIN, 'ansible-playbook'), playbook] + list(args), cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def failed_results(completed):
+    """The failed task results of a run made with json_output=True."""
+    report = json.loads(completed.stdout)
+    found = []
+    for play in report['plays']:
+        for task in play['tasks']:
+            for host, result in task['hosts'].items():
+                if result.get('failed') and not result.get('skipped'):
+                    found.append(dict(result, task=task['task']['name'], host=host))
+    return found
+
+
+@pytest.fixture(scope='session')
+def sandbox():
+    # Not pytest's tmp_path: its 0700 parents keep the postgres OS user out.
+    directory = tempfile.mkdtemp(prefix='hotelbot-sandbox-')
+    os.chmod(directory, 0o755)
+    env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(directory))
+    up = subprocess.run([sys.executable, '-m', 'sandbox', 'up'], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+    if up.returncode != 0:
+        subprocess.run([sys.executable, '-m', 'sandbox', 'down'], cwd=ROOT, env=env, timeout=60)
+        pytest.fail('sandbox up failed:\n%s\n%s' % (up.stdout, up.stderr))
+    try:
+        yield Sandbox(directory)
+    finally:
+        subprocess.run([sys.executable, '-m', 'sandbox', 'down'], cwd=ROOT, env=env,
+                       capture_output=True, timeout=60)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh(sandbox):
+    """The sandbox reset to its seeded release state before the test."""
+    sandbox.reset()
+    return sandbox

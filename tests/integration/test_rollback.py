@@ -1,0 +1,180 @@
+"""rollback.yml end to end against the sandbox: ECS state, the bot's version, the ledger."""
+import copy
+import threading
+import time
+
+import pytest
+
+from sandbox import control
+from tests.integration.conftest import FAMILY, failed_results
+
+STABLE_TAG = 'hotelbot.ops/stable'
+
+
+def comparable(svc):
+    """DescribeServices output minus nothing: deep copy for before/after comparison."""
+    return copy.deepcopy(svc)
+
+
+def test_bad_release_is_rolled_back_verified_and_marked(fresh):
+    fresh.deploy(4)
+    assert fresh.bot()[0] == 503 and fresh.bot()[1]['version'] == '1.3.0-bad'
+
+    run = fresh.playbook()
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    svc = fresh.describe()
+    assert fresh.revision() == 3
+    assert [d['rolloutState'] for d in svc['deployments']] == ['COMPLETED']
+    assert svc['runningCount'] == svc['desiredCount'] == 3
+    status, body = fresh.bot()
+    assert status == 200 and body['version'] == '1.2.0'
+    tags = fresh.tags()
+    assert tags['hotelbot.ops/last-stable'] == FAMILY + ':3'
+    assert tags['hotelbot.ops/rollback'] == '%s:4->%s:3' % (FAMILY, FAMILY)
+    assert STABLE_TAG in fresh.tags(fresh.td_arn(3))
+    calls = fresh.calls()
+    assert calls.get('ecs:UpdateService') == 1
+
+
+def test_rerun_changes_nothing_and_previous_does_not_walk_back(fresh):
+    fresh.deploy(4)
+    assert fresh.playbook().returncode == 0
+    control.reset_calls(fresh.dir)
+    for target in ('last_stable', 'previous'):
+        run = fresh.playbook('-e', 'rollback_target=%s' % target)
+        assert run.returncode == 0, run.stdout
+        assert fresh.revision() == 3
+    assert 'ecs:UpdateService' not in fresh.calls()
+    assert fresh.bot()[1]['version'] == '1.2.0'
+
+
+def test_previous_rolls_back_one_revision(fresh):
+    fresh.deploy(4)
+    fresh.ecs.untag_resource(resourceArn=fresh.describe()['serviceArn'], tagKeys=['hotelbot.ops/last-stable'])
+    run = fresh.playbook('-e', 'rollback_target=previous')
+    assert run.returncode == 0, run.stdout
+    assert fresh.revision() == 3
+    assert fresh.tags()['hotelbot.ops/last-stable'] == FAMILY + ':3'
+
+
+def test_check_mode_changes_nothing(fresh):
+    fresh.deploy(4)
+    before = comparable(fresh.describe())
+    control.reset_calls(fresh.dir)
+    run = fresh.playbook('--check', '--diff')
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert comparable(fresh.describe()) == before
+    calls = fresh.calls()
+    assert not [c for c in calls if c.endswith(('UpdateService', 'TagResource', 'UntagResource'))], calls
+    assert fresh.bot()[1]['version'] == '1.3.0-bad'
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['-e', 'rollback_target=99'], 'revision 99 of family hotel-voice-bot does not exist'),
+    (['-e', 'rollback_target=hotel-voice-bot-worker:1'], 'belongs to family hotel-voice-bot-worker'),
+    (['-e', 'rollback_target=1'], 'INACTIVE'),
+    (['-e', 'rollback_target=tomorrow'], 'revision must be current, previous, last_stable'),
+    (['-e', 'hotelbot_ecs_service=no-such-service'], "service 'no-such-service' not found"),
+    (['-e', 'hotelbot_ecs_cluster=no-such-cluster'], "cluster 'no-such-cluster' not found"),
+    (['-e', 'hotelbot_environment=production'], 'production environment'),
+    (['-e', 'rollback_scope=everything'], 'preflight_scope'),
+])
+def test_bad_input_fails_clearly_and_changes_nothing(fresh, extra, message):
+    fresh.deploy(4)
+    before = comparable(fresh.describe())
+    tags_before = fresh.tags()
+    control.reset_calls(fresh.dir)
+    run = fresh.playbook(*extra, json_output=True)
+    assert run.returncode != 0
+    failures = failed_results(run)
+    assert failures and message in failures[0]['msg'], failures
+    assert comparable(fresh.describe()) == before
+    assert fresh.tags() == tags_before
+    assert not [c for c in fresh.calls() if c.endswith(('UpdateService', 'TagResource'))]
+
+
+def test_production_with_approval_goes_ahead(fresh):
+    fresh.deploy(4)
+    run = fresh.playbook('-e', 'hotelbot_environment=production', '-e', 'rollback_approved=true',
+                         '-e', 'rollback_approved_by=alice')
+    assert run.returncode == 0, run.stdout
+    assert fresh.revision() == 3
+
+
+def test_failed_deployment_stops_before_marking_stable(fresh):
+    fresh.deploy(4)
+    stable_tags_before = fresh.tags(fresh.td_arn(5))
+    run = fresh.playbook('-e', 'rollback_target=5', json_output=True)
+    assert run.returncode != 0
+    failures = failed_results(run)
+    assert 'rolled the service back to hotel-voice-bot:4 by itself' in failures[0]['msg'], failures
+    # ECS's circuit breaker put 4 back; nothing was marked stable.
+    fresh.wait_settled(4)
+    assert fresh.tags()['hotelbot.ops/last-stable'] == FAMILY + ':3'
+    assert fresh.tags(fresh.td_arn(5)) == stable_tags_before
+
+
+def test_aws_endpoint_dies_while_waiting_then_rerun_converges(fresh):
+    fresh.deploy(4)
+    control.set_deploy_seconds(8, fresh.dir)
+    control.reset_calls(fresh.dir)
+    run = fresh.popen_playbook('-e', 'rollback_wait_timeout=120')
+    # Wait until the update has been sent, then take the endpoint away mid-wait.
+    deadline = time.monotonic() + 60
+    while 'ecs:UpdateService' not in fresh.calls():
+        assert time.monotonic() < deadline and run.poll() is None, 'update never sent'
+        time.sleep(0.05)
+    control.aws_down(fresh.dir)
+    try:
+        output, _ = run.communicate(timeout=180)
+    finally:
+        control.aws_up(fresh.dir)
+    assert run.returncode != 0, output
+    assert 'lost contact with ECS' in output
+    # Nothing marked stable by the broken run.
+    assert fresh.tags()['hotelbot.ops/last-stable'] == FAMILY + ':3'
+    control.reset_calls(fresh.dir)
+    rerun = fresh.playbook()
+    assert rerun.returncode == 0, rerun.stdout
+    assert fresh.revision() == 3
+    assert fresh.bot()[1]['version'] == '1.2.0'
+    assert 'ecs:UpdateService' not in fresh.calls()   # converged without a second deployment
+
+
+def test_endpoint_down_before_start_fails_in_preflight(fresh):
+    fresh.deploy(4)
+    control.aws_down(fresh.dir)
+    try:
+        run = fresh.playbook('-e', 'hotelbot_aws_max_attempts=2', json_output=True)
+    finally:
+        control.aws_up(fresh.dir)
+    assert run.returncode != 0
+    assert 'AWS endpoint unreachable' in failed_results(run)[0]['msg']
+    assert fresh.revision() == 4
+
+
+def test_scale_to_zero_and_restore(fresh):
+    zero = fresh.adhoc('hotelbot.ops.ecs_release', 'cluster=%s service=%s desired_count=0' % (fresh.cluster, fresh.service))
+    assert zero.returncode == 0, zero.stdout
+    assert fresh.describe()['desiredCount'] == 0 and fresh.describe()['runningCount'] == 0
+    assert fresh.bot()[0] == 503
+    back = fresh.adhoc('hotelbot.ops.ecs_release', 'cluster=%s service=%s restore_desired_count=true' % (fresh.cluster, fresh.service))
+    assert back.returncode == 0, back.stdout
+    svc = fresh.describe()
+    assert svc['desiredCount'] == svc['runningCount'] == 3
+    fresh.wait_bot_version('1.2.0')
+    assert fresh.bot()[0] == 200
+
+
+def test_secrets_never_printed_even_at_vvvv(fresh):
+    fresh.deploy(4)
+    run = fresh.playbook('-vvvv')
+    assert run.returncode == 0, run.stdout
+    printed = run.stdout + run.stderr
+    td = fresh.ecs.describe_task_definition(taskDefinition=fresh.td_arn(4))['taskDefinition']
+    env_secrets = [e['value'] for e in td['containerDefinitions'][0]['environment'] if 'KEY' in e['name']]
+    for name, value in list(fresh.secrets.items()) + [('env', v) for v in env_secrets]:
+        if name == 'aws_secret_access_key':
+            continue  # moto's dummy "testing" is a common word, not a secret
+        assert value not in printed, '%s leaked' % name
