@@ -229,8 +229,8 @@ def resolve_target(spec, family, current, revisions, tags):
         return dict(entry, reason='the revision the service runs now')
     if spec == 'previous':
         rollback = tags.get(TAG_ROLLBACK, '')
-        origin, _, landed = rollback.partition('->')
-        if landed and parse_task_definition(landed) == (family, current):
+        origin, arrow, landed = rollback.partition('->')
+        if arrow and parse_task_definition(landed) == (family, current):
             entry = find_revision(revisions, current)
             if entry:
                 return dict(entry, reason='already rolled back from %s to %s; previous does not walk '

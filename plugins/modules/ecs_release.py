@@ -25,7 +25,7 @@ description:
   - O(mark_stable=true) records the revision in the service's release ledger (tag
     C(hotelbot.ops/last-stable)) once the rollout completed; V(last_stable) then resolves to it.
 author:
-  - hotelbot.ops maintainers
+  - hotelbot.ops maintainers (@hotelbot)
 extends_documentation_fragment:
   - hotelbot.ops.aws
 attributes:

@@ -22,7 +22,7 @@ description:
     and passwords inside URLs are masked, and are never shown in any output.
   - Read only; runs the same in check mode.
 author:
-  - hotelbot.ops maintainers
+  - hotelbot.ops maintainers (@hotelbot)
 extends_documentation_fragment:
   - hotelbot.ops.aws
 attributes:

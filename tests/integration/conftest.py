@@ -71,6 +71,11 @@ class Sandbox:
         self.ecs.update_service(cluster=self.cluster, service=self.service, taskDefinition=self.td_arn(revision))
         if wait:
             self.wait_settled(revision)
+            self.wait_bot_version(self.version_of(revision))
+
+    def version_of(self, revision):
+        """The version the bot answers with on a revision: its image tag."""
+        return self.state['ecs']['images'][str(revision)].rsplit(':', 1)[1]
 
     def wait_settled(self, revision, timeout=30):
         deadline = time.monotonic() + timeout
@@ -111,15 +116,22 @@ class Sandbox:
         self.wait_bot_version('1.2.0')
         control.reset_calls(self.dir)
 
-    def playbook(self, *args, playbook='rollback.yml', json_output=False, timeout=300, **kwargs):
-        """Run a playbook against this sandbox; returns CompletedProcess (text)."""
+    def playbook(self, *args, playbook='rollback.yml', timeout=300, **kwargs):
+        """Run a playbook against this sandbox; returns CompletedProcess (text) with .failures."""
+        failures = os.path.join(self.dir, 'failures.jsonl')
+        if os.path.exists(failures):
+            os.unlink(failures)
         env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(self.dir), ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
-                   PATH=BIN + os.pathsep + os.environ.get('PATH', ''), ANSIBLE_FORCE_COLOR='0',
-                   ANSIBLE_NOCOLOR='1')
-        if json_output:
-            env['ANSIBLE_STDOUT_CALLBACK'] = 'ansible.builtin.json'
+                   PATH=BIN + os.pathsep + os.environ.get('PATH', ''), ANSIBLE_NOCOLOR='1',
+                   ANSIBLE_CALLBACK_PLUGINS=os.path.join(ROOT, 'tests', 'integration', 'callback_plugins'),
+                   ANSIBLE_CALLBACKS_ENABLED='failures_to_file', HOTELBOT_FAILURES_FILE=failures)
         cmd = [os.path.join(BIN, 'ansible-playbook'), playbook] + list(args)
-        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+        completed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+        completed.failures = []
+        if os.path.exists(failures):
+            with open(failures) as handle:
+                completed.failures = [json.loads(line) for line in handle if line.strip()]
+        return completed
 
     def adhoc(self, module, args):
         """Run one module ad hoc on the sandbox inventory's hosts."""
@@ -138,15 +150,8 @@ class Sandbox:
 
 
 def failed_results(completed):
-    """The failed task results of a run made with json_output=True."""
-    report = json.loads(completed.stdout)
-    found = []
-    for play in report['plays']:
-        for task in play['tasks']:
-            for host, result in task['hosts'].items():
-                if result.get('failed') and not result.get('skipped'):
-                    found.append(dict(result, task=task['task']['name'], host=host))
-    return found
+    """The failed task results of a playbook run (recorded by the failures_to_file callback)."""
+    return [f for f in completed.failures if not f.get('ignore_errors')]
 
 
 @pytest.fixture(scope='session')

@@ -19,6 +19,7 @@ def comparable(svc):
 def test_bad_release_is_rolled_back_verified_and_marked(fresh):
     fresh.deploy(4)
     assert fresh.bot()[0] == 503 and fresh.bot()[1]['version'] == '1.3.0-bad'
+    control.reset_calls(fresh.dir)
 
     run = fresh.playbook()
     assert run.returncode == 0, run.stdout + run.stderr
@@ -85,7 +86,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(fresh, extra, message):
     before = comparable(fresh.describe())
     tags_before = fresh.tags()
     control.reset_calls(fresh.dir)
-    run = fresh.playbook(*extra, json_output=True)
+    run = fresh.playbook(*extra)
     assert run.returncode != 0
     failures = failed_results(run)
     assert failures and message in failures[0]['msg'], failures
@@ -105,7 +106,7 @@ def test_production_with_approval_goes_ahead(fresh):
 def test_failed_deployment_stops_before_marking_stable(fresh):
     fresh.deploy(4)
     stable_tags_before = fresh.tags(fresh.td_arn(5))
-    run = fresh.playbook('-e', 'rollback_target=5', json_output=True)
+    run = fresh.playbook('-e', 'rollback_target=5')
     assert run.returncode != 0
     failures = failed_results(run)
     assert 'rolled the service back to hotel-voice-bot:4 by itself' in failures[0]['msg'], failures
@@ -146,7 +147,7 @@ def test_endpoint_down_before_start_fails_in_preflight(fresh):
     fresh.deploy(4)
     control.aws_down(fresh.dir)
     try:
-        run = fresh.playbook('-e', 'hotelbot_aws_max_attempts=2', json_output=True)
+        run = fresh.playbook('-e', 'hotelbot_aws_max_attempts=2')
     finally:
         control.aws_up(fresh.dir)
     assert run.returncode != 0

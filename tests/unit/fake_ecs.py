@@ -67,7 +67,7 @@ class FakeEcs:
     # ---- the boto3 surface used by module_utils.ecs
     def describe_services(self, cluster, services, include=None):
         self.calls.append('DescribeServices')
-        if self.fail_describe:
+        if isinstance(self.fail_describe, Exception):
             raise self.fail_describe
         svc = self._service(cluster, services[0])
         if svc is None:
