@@ -67,7 +67,7 @@ lint: setup
 	$(BIN)/antsibull-changelog lint
 
 molecule: setup
-	cd extensions && $(BIN)/molecule test --all
+	$(BIN)/molecule test --all
 
 # The tarball builds without the sandbox/tests, installs, and its modules resolve by FQCN.
 build: setup

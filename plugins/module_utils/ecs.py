@@ -532,9 +532,11 @@ def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_d
         if scale:
             kwargs['desiredCount'] = new_desired
         updated = ecs.update(**kwargs)
-        new_primary = primary_deployment(updated) or {}
-        result['deployment_id'] = new_primary.get('id')
-        result['rollout_state'] = new_primary.get('rolloutState')
+        if deploy:
+            # A scale alone starts no deployment: the PRIMARY one just changes its count.
+            new_primary = primary_deployment(updated) or {}
+            result['deployment_id'] = new_primary.get('id')
+            result['rollout_state'] = new_primary.get('rolloutState')
         result['deployment_started'] = deploy
     elif in_flight and not wait:
         result['deployment_id'] = primary.get('id')
@@ -564,13 +566,16 @@ def _wait(ecs, waiter, result, target_arn, started_at):
     seen = set()
     deployment_id = result['deployment_id']
 
+    def settled(svc):
+        return len(svc.get('deployments') or []) == 1 and svc.get('runningCount') == svc.get('desiredCount')
+
     def done(svc):
         result['events'].extend(_new_events(svc, seen, started_at))
         if deployment_id:
             outcome, detail = deployment_outcome(svc, deployment_id, target_arn)
             result['rollout_state'] = (detail or {}).get('rolloutState')
             if outcome == 'done':
-                return outcome
+                return outcome if settled(svc) else None
             if outcome == 'failed':
                 raise _failure('deployment %s of %s FAILED: %s' % (
                     deployment_id, parse_and_name(target_arn), detail.get('rolloutStateReason')), result)
@@ -586,11 +591,8 @@ def _wait(ecs, waiter, result, target_arn, started_at):
                 raise _failure('deployment %s was superseded by deployment %s (someone else updated %s)'
                                % (deployment_id, detail.get('id'), ecs.service), result)
             return None
-        # Scale only: done when every deployment has settled on its desired count.
-        deployments = svc.get('deployments') or []
-        if len(deployments) == 1 and svc.get('runningCount') == svc.get('desiredCount'):
-            return 'done'
-        return None
+        # Scale only: done when the tasks have settled on the desired count.
+        return 'done' if settled(svc) else None
 
     def describe_failed(err):
         return _failure('lost contact with ECS while waiting for %s (%s); the update was sent, '

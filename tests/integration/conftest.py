@@ -126,7 +126,7 @@ class Sandbox:
                    ANSIBLE_CALLBACK_PLUGINS=os.path.join(ROOT, 'tests', 'integration', 'callback_plugins'),
                    ANSIBLE_CALLBACKS_ENABLED='failures_to_file', HOTELBOT_FAILURES_FILE=failures)
         cmd = [os.path.join(BIN, 'ansible-playbook'), playbook] + list(args)
-        completed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+        completed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, **kwargs, check=False)
         completed.failures = []
         if os.path.exists(failures):
             with open(failures) as handle:
@@ -140,7 +140,7 @@ class Sandbox:
         group_vars = 'region={{ hotelbot_aws_region }} endpoint_url={{ hotelbot_aws_endpoint_url }} ' \
                      'access_key={{ hotelbot_aws_access_key }} secret_key={{ hotelbot_aws_secret_key }} '
         cmd = [os.path.join(BIN, 'ansible'), 'hotelbot', '-m', module, '-a', group_vars + args]
-        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
 
     def popen_playbook(self, *args, playbook='rollback.yml'):
         env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(self.dir), ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
@@ -161,15 +161,15 @@ def sandbox():
     os.chmod(directory, 0o755)
     env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(directory))
     up = subprocess.run([sys.executable, '-m', 'sandbox', 'up'], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=120)
+                        capture_output=True, text=True, timeout=120, check=False)
     if up.returncode != 0:
-        subprocess.run([sys.executable, '-m', 'sandbox', 'down'], cwd=ROOT, env=env, timeout=60)
+        subprocess.run([sys.executable, '-m', 'sandbox', 'down'], cwd=ROOT, env=env, timeout=60, check=False)
         pytest.fail('sandbox up failed:\n%s\n%s' % (up.stdout, up.stderr))
     try:
         yield Sandbox(directory)
     finally:
         subprocess.run([sys.executable, '-m', 'sandbox', 'down'], cwd=ROOT, env=env,
-                       capture_output=True, timeout=60)
+                       capture_output=True, timeout=60, check=False)
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -1,6 +1,5 @@
 """rollback.yml end to end against the sandbox: ECS state, the bot's version, the ledger."""
 import copy
-import threading
 import time
 
 import pytest
@@ -128,7 +127,7 @@ def test_aws_endpoint_dies_while_waiting_then_rerun_converges(fresh):
         time.sleep(0.05)
     control.aws_down(fresh.dir)
     try:
-        output, _ = run.communicate(timeout=180)
+        output = run.communicate(timeout=180)[0]
     finally:
         control.aws_up(fresh.dir)
     assert run.returncode != 0, output

@@ -33,7 +33,7 @@ class FakeEcs:
         # What happens to a new deployment: 'complete', 'fail', 'rollback' or 'hang'.
         self.outcome = 'complete'
         self.steps_to_settle = 2
-        self.fail_describe = None
+        self.describe_failures = []  # exceptions DescribeServices raises, first one first
 
     # ---- setup helpers
     def register(self, family, revision, image, status='ACTIVE', env=None):
@@ -67,8 +67,8 @@ class FakeEcs:
     # ---- the boto3 surface used by module_utils.ecs
     def describe_services(self, cluster, services, include=None):
         self.calls.append('DescribeServices')
-        if isinstance(self.fail_describe, Exception):
-            raise self.fail_describe
+        if self.describe_failures:
+            raise self.describe_failures[0]
         svc = self._service(cluster, services[0])
         if svc is None:
             return dict(services=[], failures=[dict(arn=services[0], reason='MISSING')])
@@ -140,8 +140,8 @@ class FakeEcs:
                         svc['deployments'] = [back, primary]
                         svc['taskDefinition'] = old['taskDefinition']
                         self.outcome = 'complete'
-        running = sum(d['runningCount'] for d in svc['deployments'])
         if len(svc['deployments']) == 1 and primary['rolloutState'] == 'COMPLETED':
-            primary['runningCount'] = svc['desiredCount']
-            running = svc['desiredCount']
-        svc['runningCount'] = running
+            # A scale moves one task per look, like ECS starting/stopping tasks over time.
+            gap = svc['desiredCount'] - primary['runningCount']
+            primary['runningCount'] += (gap > 0) - (gap < 0)
+        svc['runningCount'] = sum(d['runningCount'] for d in svc['deployments'])

@@ -73,7 +73,7 @@ def test_missing_service_and_cluster_are_plain_errors(fake):
 
 
 def test_endpoint_errors_become_messages(fake):
-    fake.fail_describe = botocore.exceptions.EndpointConnectionError(endpoint_url='http://127.0.0.1:1')
+    fake.describe_failures.append(botocore.exceptions.EndpointConnectionError(endpoint_url='http://127.0.0.1:1'))
     with pytest.raises(OpsError, match='AWS endpoint unreachable'):
         service(fake).describe()
 
