@@ -36,9 +36,12 @@ def ansible_env():
     return dict(os.environ, ANSIBLE_CONFIG=str(ROOT / 'ansible.cfg'), PATH=BIN + os.pathsep + os.environ['PATH'])
 
 
-def run(cmd):
+def run(cmd, quiet=False):
     print('$ ' + ' '.join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, env=ansible_env(), check=False).returncode
+    done = subprocess.run(cmd, cwd=ROOT, env=ansible_env(), check=False, capture_output=quiet, text=True)
+    if quiet and done.returncode:
+        print(done.stdout + done.stderr)
+    return done.returncode
 
 
 def main():
@@ -54,13 +57,16 @@ def main():
 
         say('A bad release goes out: hotel-voice-bot:%d' % state['ecs']['bad_revision'])
         control.set_deploy_seconds(2.0)
-        code = run([os.path.join(BIN, 'ansible'), 'hotelbot', '-m', 'hotelbot.ops.ecs_release', '-o', '-a',
+        code = run([os.path.join(BIN, 'ansible'), 'hotelbot', '-m', 'hotelbot.ops.ecs_release', '-a',
                     'region={{ hotelbot_aws_region }} endpoint_url={{ hotelbot_aws_endpoint_url }} '
                     'access_key={{ hotelbot_aws_access_key }} secret_key={{ hotelbot_aws_secret_key }} '
                     'cluster={{ hotelbot_ecs_cluster }} service={{ hotelbot_ecs_service }} revision=%d'
-                    % state['ecs']['bad_revision']])
+                    % state['ecs']['bad_revision']], quiet=True)
         if code:
             sys.exit('could not release the bad revision')
+        serving = control.serving()
+        print('ECS now runs %s (%s), rollout %s' % (
+            serving['taskDefinition'].rsplit('/', 1)[1], serving['image'], serving['rolloutState']))
         time.sleep(0.5)
         status, body = health(bot)
         print('bot /api/health: HTTP %d %s   <- the incident' % (status, body))
