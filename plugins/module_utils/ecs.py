@@ -28,7 +28,9 @@ import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
 from ansible_collections.hotelbot.ops.plugins.module_utils.aws import (
+    aws_argument_spec,
     aws_errors,
+    client,
     error_code,
     error_message,
 )
@@ -76,6 +78,19 @@ def now_iso():
 
 
 # --------------------------------------------------------------------------- reading
+
+def service_argument_spec(**extra):
+    """The AWS options plus cluster and service, and a module's own options."""
+    spec = aws_argument_spec()
+    spec.update(cluster=dict(type='str', required=True), service=dict(type='str', required=True))
+    spec.update(extra)
+    return spec
+
+
+def service_of(module):
+    """The EcsService a module's cluster/service options name."""
+    return EcsService(client(module, 'ecs'), module.params['cluster'], module.params['service'])
+
 
 class EcsService:
     """One ECS service and its task-definition family, read through a client."""

@@ -184,16 +184,12 @@ elapsed_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.aws import aws_argument_spec, client
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
-from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import EcsService, release
+from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import release, service_argument_spec, service_of
 
 
 def main():
-    argument_spec = aws_argument_spec()
-    argument_spec.update(
-        cluster=dict(type='str', required=True),
-        service=dict(type='str', required=True),
+    argument_spec = service_argument_spec(
         revision=dict(type='raw', default='current'),
         force_new_deployment=dict(type='bool', default=False),
         desired_count=dict(type='int'),
@@ -214,7 +210,7 @@ def main():
         module.fail_json(msg='wait_timeout must be at least 1 second, got %d' % p['wait_timeout'])
 
     def operation():
-        ecs = EcsService(client(module, 'ecs'), p['cluster'], p['service'])
+        ecs = service_of(module)
         result = release(
             ecs, p['revision'],
             force_new_deployment=p['force_new_deployment'], desired_count=p['desired_count'],

@@ -152,16 +152,12 @@ elapsed_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.aws import aws_argument_spec, client
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
-from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import EcsService, release_info
+from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import release_info, service_argument_spec, service_of
 
 
 def main():
-    argument_spec = aws_argument_spec()
-    argument_spec.update(
-        cluster=dict(type='str', required=True),
-        service=dict(type='str', required=True),
+    argument_spec = service_argument_spec(
         target=dict(type='raw'),
         environment_of=dict(type='raw'),
         diff_from=dict(type='raw'),
@@ -172,7 +168,7 @@ def main():
     p = module.params
 
     def operation():
-        ecs = EcsService(client(module, 'ecs'), p['cluster'], p['service'])
+        ecs = service_of(module)
         return release_info(ecs, target=p['target'], environment_of=p['environment_of'],
                             diff_from=p['diff_from'], diff_to=p['diff_to'],
                             events_limit=p['events_limit'], hide=lambda *v: hide(module, *v))
