@@ -38,7 +38,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -232,7 +232,7 @@ class Sandbox:
 
     def bot_version(self) -> str | None:
         try:
-            _, body = procs.http_json(self.st["bot"]["url"] + "/api/health", timeout=5)
+            body = procs.http_json(self.st["bot"]["url"] + "/api/health", timeout=5)[1]
         except OSError:
             return None
         return body.get("version") if isinstance(body, dict) else None
@@ -557,6 +557,9 @@ def run_scaling(sandbox: Sandbox, cli: Cli, playbook: Playbook, workdir: Path, c
         rows.append(row)
 
     cli_row: dict[str, Any] = {"services": biggest, "waiter": "cli-poll1"}
+    if cli_fast_median:
+        # Reference for a noisy sequential run: N x the single-service median.
+        cli_row["extrapolated_s"] = round(cli_fast_median * biggest, 3)
     if cli_sequential:
         services = [SERVICE] + sandbox.extra_services[:biggest - 1]
         sandbox.put_on_bad_revision(services)
@@ -707,7 +710,11 @@ def print_report(result: dict[str, Any]) -> None:
                 f"{c['s_per_service']:.2f}s/service, cpu {fmt_s(c.get('cpu_s'))}s, API calls {c.get('calls_total', '-')}")
             big = sc["playbook"][-1]
             if big.get("median_s"):
-                log(f"playbook / CLI for {c['services']} services: {big['median_s'] / c['s']:.2f}x")
+                line = f"playbook / CLI for {c['services']} services: {big['median_s'] / c['s']:.2f}x"
+                if c.get("measured") and c.get("extrapolated_s"):
+                    line += (f" (against {c['services']} x the single-service cli-poll1 median, "
+                             f"{c['extrapolated_s']:.1f}s: {big['median_s'] / c['extrapolated_s']:.2f}x)")
+                log(line)
     log("")
     log(f"results: {result.get('results_file')}")
     log("=" * 110)

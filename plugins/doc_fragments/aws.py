@@ -32,7 +32,7 @@ options:
     aliases: [aws_profile]
   access_key:
     description:
-      - AWS access key id. When unset, boto3's normal credential chain applies
+      - AWS access key id. When unset, the AWS SDK's normal credential chain applies
         (environment, shared files, container or instance role).
       - Falls back to the E(AWS_ACCESS_KEY_ID) environment variable.
     type: str
@@ -65,7 +65,6 @@ options:
     type: float
     default: 30.0
 requirements:
-  - boto3 >= 1.34
   - botocore >= 1.34
 notes:
   - All AWS modules of this collection are in the action group C(group/hotelbot.ops.aws), so

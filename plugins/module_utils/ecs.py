@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """ECS release logic: inspect a service's releases, roll it to a revision, wait.
 
-Everything here takes a boto3 ECS client (or a stub with the same methods), so it
+Everything here takes a botocore ECS client (or a stub with the same methods), so it
 can be unit tested without Ansible or AWS.
 
 The release ledger lives in tags on the *service* (not the family): staging and
@@ -126,14 +126,14 @@ class EcsService:
                            % (self.service, self.cluster, svc.get('status')))
         return svc
 
-    def revisions(self, family):
-        """Every revision of exactly this family, newest first, ACTIVE and INACTIVE.
+    def revisions(self, family, statuses=('ACTIVE', 'INACTIVE')):
+        """Revisions of exactly this family in the given statuses, newest first.
 
-        ListTaskDefinitions' familyPrefix is a prefix match ("hotel-voice-bot" also
-        returns "hotel-voice-bot-worker"), so ARNs are filtered on the exact family.
+        ListTaskDefinitions documents familyPrefix as the full family name; ARNs are
+        still filtered on the exact family in case an implementation prefix-matches.
         """
         found = {}
-        for status in ('ACTIVE', 'INACTIVE'):
+        for status in statuses:
             token = None
             while True:
                 kwargs = dict(familyPrefix=family, status=status, sort='DESC')
@@ -475,15 +475,24 @@ def deployment_outcome(svc, deployment_id, target_arn):
 
 
 def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_desired_count=False,
-            mark_stable=False, wait=True, wait_timeout=600, check_mode=False,
+            mark_stable=False, wait=True, wait_timeout=600, check_mode=False, expected_current=None,
             hide=lambda *values: None, waiter=None, clock=time.time):
     """Roll the service to spec, scale it, wait for it, mark it stable. Returns the result dict."""
     started_at = datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc)
     svc = ecs.describe()
     family, current = parse_task_definition(svc['taskDefinition'])
-    revisions = ecs.revisions(family)
+    if expected_current is not None and current != int(expected_current):
+        raise OpsError('%s runs %s, not the expected %s: nothing changed (did someone else move it?)'
+                       % (ecs.service, revision_name(family, current), revision_name(family, int(expected_current))))
     tags = tags_of(svc)
-    target = resolve_target(spec, family, current, revisions, tags)
+    # Only ACTIVE revisions can be deployed; INACTIVE ones are listed (one more call)
+    # only to say precisely why a named target was refused.
+    try:
+        revisions = ecs.revisions(family, statuses=('ACTIVE',))
+        target = resolve_target(spec, family, current, revisions, tags)
+    except OpsError:
+        revisions = ecs.revisions(family)
+        target = resolve_target(spec, family, current, revisions, tags)
     target_arn = target['arn'] or svc['taskDefinition']
     before = dict(revision=revision_name(family, current), desired_count=svc.get('desiredCount'),
                   last_stable=tags.get(TAG_LAST_STABLE))

@@ -72,6 +72,12 @@ options:
       - Needs O(wait=true) when a deployment is started.
     type: bool
     default: false
+  expected_current:
+    description:
+      - Act only if the service runs this revision number now; otherwise fail and change nothing.
+      - Guards against acting on a service someone else moved since you looked (for example between
+        a preflight that showed the plan and the rollback).
+    type: int
   wait:
     description:
       - Wait for the deployment (or the scale) to finish.
@@ -118,11 +124,12 @@ EXAMPLES = r'''
     service: hotel-voice-bot-service
     force_new_deployment: true
 
-- name: After verification, mark what runs as stable
+- name: After verification, mark what runs as stable - only if it still runs revision 3
   hotelbot.ops.ecs_release:
     cluster: hotel-voice-bot
     service: hotel-voice-bot-service
     revision: current
+    expected_current: 3
     mark_stable: true
 '''
 
@@ -195,6 +202,7 @@ def main():
         desired_count=dict(type='int'),
         restore_desired_count=dict(type='bool', default=False),
         mark_stable=dict(type='bool', default=False),
+        expected_current=dict(type='int'),
         wait=dict(type='bool', default=True),
         wait_timeout=dict(type='int', default=600),
     )
@@ -216,6 +224,7 @@ def main():
             force_new_deployment=p['force_new_deployment'], desired_count=p['desired_count'],
             restore_desired_count=p['restore_desired_count'], mark_stable=p['mark_stable'],
             wait=p['wait'], wait_timeout=p['wait_timeout'], check_mode=module.check_mode,
+            expected_current=p['expected_current'],
             hide=lambda *v: hide(module, *v),
         )
         if not module._diff:

@@ -247,3 +247,18 @@ def test_release_info_resolves_like_release(fake):
     assert 'sk-live-zzzzzz999999' in hidden and 'sk-live-abcdef123456' in hidden
     assert info['environment']['containers']['bot']['environment']['OPENAI_API_KEY'] == ecs_utils.MASK
     assert info['environment_diff']['from_revision'] == FAMILY + ':3'
+
+
+def test_expected_current_refuses_a_service_that_moved(fake):
+    with pytest.raises(OpsError, match='runs hotel-voice-bot:4, not the expected hotel-voice-bot:3: nothing changed'):
+        run_release(fake, 'current', expected_current=3, mark_stable=True)
+    assert not {'UpdateService', 'TagResource'} & set(fake.calls)
+    assert run_release(fake, 'previous', expected_current=4)['to_revision']['revision'] == 3
+
+
+def test_release_lists_inactive_revisions_only_to_explain_a_refusal(fake):
+    run_release(fake, 'previous')
+    assert fake.calls.count('ListTaskDefinitions') == 2   # ACTIVE pages only
+    fake.calls.clear()
+    with pytest.raises(OpsError, match='INACTIVE'):
+        run_release(fake, 1)
