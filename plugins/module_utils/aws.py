@@ -63,7 +63,8 @@ def client(module, service):
     try:
         session = botocore.session.Session(profile=params['profile'])
         config = botocore.config.Config(
-            retries={'max_attempts': params['max_attempts'], 'mode': 'standard'},
+            # total_max_attempts counts the first try; botocore's max_attempts would not.
+            retries={'total_max_attempts': params['max_attempts'], 'mode': 'standard'},
             connect_timeout=params['connect_timeout'],
             read_timeout=params['read_timeout'],
             user_agent_extra=USER_AGENT,
