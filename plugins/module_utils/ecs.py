@@ -460,7 +460,7 @@ def deployment_outcome(svc, deployment_id, target_arn):
     primary = primary_deployment(svc) or {}
     if mine is None:
         if primary.get('taskDefinition') != target_arn:
-            return 'rolled_back', primary
+            return 'rolled_back', None
         return 'superseded', primary
     state = mine.get('rolloutState')
     if state == 'FAILED':
@@ -578,6 +578,21 @@ def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_d
     return result
 
 
+def failure_reason(deployment, events, deployment_id):
+    """Why a deployment failed: its own reason, else the event that said so.
+
+    A rollback that completed quickly removes the failed deployment from the service,
+    so the reason may survive only in the events.
+    """
+    if deployment and deployment.get('rolloutStateReason'):
+        return deployment['rolloutStateReason']
+    for event in reversed(events):
+        message = event.get('message') or ''
+        if deployment_id in message and 'fail' in message:
+            return message
+    return 'the deployment is no longer listed'
+
+
 def _failure(msg, result, **extra):
     """An OpsError that carries what was done so far (result) to the user."""
     fields = dict(result, **extra)
@@ -609,7 +624,7 @@ def _wait(ecs, waiter, result, target_arn, started_at):
                     'deployment %s of %s failed and ECS rolled the service back to %s by itself '
                     '(circuit breaker): %s' % (deployment_id, parse_and_name(target_arn),
                                                parse_and_name(primary.get('taskDefinition')),
-                                               detail.get('rolloutStateReason') or 'deployment replaced'),
+                                               failure_reason(detail, result['events'], deployment_id)),
                     result, rolled_back_to=parse_and_name(primary.get('taskDefinition')))
             if outcome == 'superseded':
                 raise _failure('deployment %s was superseded by deployment %s (someone else updated %s)'

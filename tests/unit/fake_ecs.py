@@ -33,6 +33,7 @@ class FakeEcs:
         # What happens to a new deployment: 'complete', 'fail', 'rollback' or 'hang'.
         self.outcome = 'complete'
         self.steps_to_settle = 2
+        self.forget_failed = False
         self.describe_failures = []  # exceptions DescribeServices raises, first one first
 
     # ---- setup helpers
@@ -138,6 +139,14 @@ class FakeEcs:
                         primary['status'] = 'ACTIVE'
                         back = self._deployment(old['taskDefinition'], svc['desiredCount'], 'IN_PROGRESS')
                         svc['deployments'] = [back, primary]
+                        svc['events'].insert(0, dict(id=str(next(self.ids)), createdAt=datetime.datetime.now(
+                            datetime.timezone.utc), message='(service %s) (deployment %s) deployment failed: '
+                            'tasks failed to start.' % (svc['serviceName'], primary['id'])))
+                        if self.forget_failed:
+                            # ECS drops the failed deployment once the rollback is done; seen too late
+                            # by the waiter, only the events still tell why.
+                            back['rolloutState'] = 'COMPLETED'
+                            svc['deployments'] = [back]
                         svc['taskDefinition'] = old['taskDefinition']
                         self.outcome = 'complete'
         if len(svc['deployments']) == 1 and primary['rolloutState'] == 'COMPLETED':

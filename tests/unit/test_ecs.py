@@ -158,6 +158,13 @@ def test_circuit_breaker_rollback_is_reported(fake):
     assert err.value.result['rolled_back_to'] == FAMILY + ':4'
 
 
+def test_circuit_breaker_rollback_seen_late_still_says_why(fake):
+    fake.outcome, fake.forget_failed = 'rollback', True
+    with pytest.raises(OpsError, match=r'back to hotel-voice-bot:4 by itself \(circuit breaker\): .*'
+                                       r'deployment failed: tasks failed to start'):
+        run_release(fake, 2)
+
+
 def test_timeout_says_what_it_saw(fake):
     fake.outcome = 'hang'
     with pytest.raises(OpsError, match=r'timed out after 30s .* is IN_PROGRESS') as err:
