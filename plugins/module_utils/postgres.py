@@ -1,0 +1,141 @@
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL connection settings shared by pg_backup, pg_restore and pg_check.
+
+One set of libpq settings feeds both psycopg (queries) and the client programs
+(pg_dump, pg_restore, psql). The programs get them through the environment (PG*
+variables) added to the caller's environment, never dropping it, and never on the
+command line: a password in argv is visible to every user through ps.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+from ansible.module_utils.basic import env_fallback
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+
+try:
+    import psycopg
+    from psycopg import sql
+    HAS_PSYCOPG = True
+    PSYCOPG_IMPORT_ERROR = None
+except ImportError as import_error:  # pragma: no cover - depends on the host
+    HAS_PSYCOPG = False
+    PSYCOPG_IMPORT_ERROR = import_error
+
+# Option name -> libpq environment variable.
+LIBPQ_ENV = dict(
+    host='PGHOST',
+    port='PGPORT',
+    user='PGUSER',
+    password='PGPASSWORD',
+    database='PGDATABASE',
+    sslmode='PGSSLMODE',
+    sslrootcert='PGSSLROOTCERT',
+    passfile='PGPASSFILE',
+    connect_timeout='PGCONNECT_TIMEOUT',
+)
+# connect_params keys that libpq also reads from the environment.
+EXTRA_ENV = dict(
+    application_name='PGAPPNAME',
+    options='PGOPTIONS',
+    sslcert='PGSSLCERT',
+    sslkey='PGSSLKEY',
+    sslcrl='PGSSLCRL',
+    target_session_attrs='PGTARGETSESSIONATTRS',
+    gssencmode='PGGSSENCMODE',
+    channel_binding='PGCHANNELBINDING',
+    service='PGSERVICE',
+)
+
+
+def postgres_argument_spec():
+    """Connection options every PostgreSQL module takes (doc fragment hotelbot.ops.postgres)."""
+    return dict(
+        host=dict(type='str', aliases=['login_host'], fallback=(env_fallback, ['PGHOST'])),
+        port=dict(type='int', aliases=['login_port'], fallback=(env_fallback, ['PGPORT'])),
+        user=dict(type='str', aliases=['login_user'], fallback=(env_fallback, ['PGUSER'])),
+        password=dict(type='str', aliases=['login_password'], no_log=True,
+                      fallback=(env_fallback, ['PGPASSWORD'])),
+        database=dict(type='str', aliases=['db', 'login_db'], required=True),
+        sslmode=dict(type='str', choices=['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']),
+        sslrootcert=dict(type='path'),
+        passfile=dict(type='path'),
+        connect_timeout=dict(type='int', default=10),
+        connect_params=dict(type='dict', default={}),
+    )
+
+
+def connection_settings(params, database=None):
+    """{libpq keyword: value} from module params; database overrides params['database']."""
+    settings = {}
+    for option in LIBPQ_ENV:
+        value = database if option == 'database' and database is not None else params.get(option)
+        if value is not None and value != '':
+            settings['dbname' if option == 'database' else option] = str(value)
+    for key, value in (params.get('connect_params') or {}).items():
+        if value is not None:
+            settings[str(key)] = str(value)
+    return settings
+
+
+def libpq_env(params, database=None, base=None):
+    """The caller's environment plus PG* variables for the client programs.
+
+    connect_params without an environment variable cannot be passed this way; the
+    caller gets OpsError naming them rather than having them silently dropped.
+    """
+    env = dict(os.environ if base is None else base)
+    for option, variable in LIBPQ_ENV.items():
+        value = database if option == 'database' and database is not None else params.get(option)
+        if value is not None and value != '':
+            env[variable] = str(value)
+    unknown = []
+    for key, value in (params.get('connect_params') or {}).items():
+        if value is None:
+            continue
+        if key in EXTRA_ENV:
+            env[EXTRA_ENV[key]] = str(value)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise OpsError('connect_params %s have no libpq environment variable and cannot be passed to the '
+                       'PostgreSQL client programs; supported: %s'
+                       % (', '.join(sorted(unknown)), ', '.join(sorted(EXTRA_ENV))))
+    return env
+
+
+def require_psycopg(module):
+    if not HAS_PSYCOPG:
+        from ansible.module_utils.basic import missing_required_lib
+        module.fail_json(msg=missing_required_lib('psycopg (version 3)'), exception=str(PSYCOPG_IMPORT_ERROR))
+
+
+def connect(params, database=None, autocommit=True):
+    """A psycopg 3 connection, or OpsError with libpq's own reason (never the password)."""
+    settings = connection_settings(params, database)
+    try:
+        return psycopg.connect(autocommit=autocommit, **settings)
+    except psycopg.Error as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        password = params.get('password')
+        if password:
+            reason = reason.replace(password, '********')
+        raise OpsError('cannot connect to PostgreSQL database %r on %s:%s as %s: %s' % (
+            settings.get('dbname'), settings.get('host', 'local socket'), settings.get('port', 5432),
+            settings.get('user', 'the OS user'), reason))
+
+
+def quote_ident(name):
+    """A quoted SQL identifier for text that goes to psql/pg_restore (psycopg uses sql.Identifier)."""
+    return '"%s"' % str(name).replace('"', '""')
+
+
+def identifier(*names):
+    """psycopg's composable for a (possibly schema-qualified) identifier."""
+    return sql.Identifier(*names)
