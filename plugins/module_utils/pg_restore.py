@@ -1,0 +1,377 @@
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Safe PostgreSQL restore: verify, restore into a scratch database, validate, swap.
+
+The live database is never written to. A backup is restored into a scratch
+database beside it; only when that restore succeeded and validated does a swap by
+rename make it live, and the old database is kept under <db>__pre_restore_<stamp>,
+so the swap itself can be undone by renaming back. Every failure before the swap
+drops the scratch database and leaves the live one as it was; the error names the
+step. One restore per database at a time (a session advisory lock).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import hashlib
+import json
+import os
+import subprocess
+import time
+import zlib
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, identifier, libpq_env
+
+try:
+    import psycopg
+    from psycopg import sql
+    DATABASE_ERRORS = (psycopg.Error,)
+except ImportError:  # pragma: no cover - reported by require_psycopg
+    sql = None
+    DATABASE_ERRORS = ()
+
+PLAIN_DUMP_END = b'-- PostgreSQL database dump complete'
+MAX_IDENTIFIER = 63
+CHUNK = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- the backup
+
+def sha256_of(path):
+    """sha256 of a file, or of a directory-format dump (sorted '<hex>  <name>' lines of its files)."""
+    if os.path.isdir(path):
+        listing = []
+        for name in sorted(os.listdir(path)):
+            listing.append('%s  %s\n' % (sha256_of(os.path.join(path, name)), name))
+        return hashlib.sha256(''.join(listing).encode()).hexdigest()
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(CHUNK), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_sidecar(path):
+    """The expected sha256 from '<path>.sha256' (sha256sum format)."""
+    sidecar = path.rstrip('/') + '.sha256'
+    try:
+        with open(sidecar) as handle:
+            return handle.read().split()[0].lower()
+    except (IOError, OSError, IndexError) as err:
+        raise OpsError('verify: no readable checksum file %s (%s); refusing to restore an unverified backup'
+                       % (sidecar, err))
+
+
+def read_manifest(path):
+    manifest_path = path.rstrip('/') + '.manifest.json'
+    try:
+        with open(manifest_path) as handle:
+            return json.load(handle)
+    except (IOError, OSError, ValueError) as err:
+        raise OpsError('verify: no readable manifest %s (%s)' % (manifest_path, err))
+
+
+def manifest_row_counts(manifest):
+    """{table: rows} from a manifest, whichever of the known spellings it uses."""
+    for key in ('row_counts', 'rows', 'tables'):
+        value = manifest.get(key)
+        if isinstance(value, dict):
+            return dict((table, int(count if not isinstance(count, dict) else count.get('rows')))
+                        for table, count in value.items())
+    return {}
+
+
+def detect_format(path, manifest):
+    fmt = manifest.get('format')
+    if fmt in ('custom', 'directory', 'plain'):
+        return fmt
+    if os.path.isdir(path):
+        return 'directory'
+    with open(path, 'rb') as handle:
+        return 'custom' if handle.read(5) == b'PGDMP' else 'plain'
+
+
+def plain_dump_complete(path):
+    """A plain dump pg_dump finished ends with its completion comment."""
+    size = os.path.getsize(path)
+    with open(path, 'rb') as handle:
+        handle.seek(max(0, size - 4096))
+        return PLAIN_DUMP_END in handle.read()
+
+
+def verify_backup(path, database, params, bin_dir, allow_other_database=False):
+    """Checksum, manifest, database name and readable TOC; returns what was learnt."""
+    if not os.path.exists(path):
+        raise OpsError('verify: backup %s does not exist' % path)
+    expected = read_sidecar(path)
+    actual = sha256_of(path)
+    if actual != expected:
+        raise OpsError('verify: checksum mismatch for %s (sidecar %s, file %s): the backup is damaged or '
+                       'was changed; nothing was touched' % (path, expected[:12], actual[:12]))
+    manifest = read_manifest(path)
+    source = manifest.get('database')
+    if source and source != database and not allow_other_database:
+        raise OpsError('verify: %s is a backup of database %r, not %r; set allow_other_database to restore '
+                       'it anyway' % (path, source, database))
+    fmt = detect_format(path, manifest)
+    toc_entries = None
+    if fmt == 'plain':
+        if not plain_dump_complete(path):
+            raise OpsError('verify: %s does not end with pg_dump\'s completion line: truncated plain dump' % path)
+    else:
+        listing = run_client(params, database, [program(bin_dir, 'pg_restore'), '--list', path], 'verify: read the TOC')
+        toc_entries = sum(1 for line in listing.splitlines() if line and not line.startswith(';'))
+        if not toc_entries:
+            raise OpsError('verify: the TOC of %s is empty' % path)
+    return dict(format=fmt, sha256=actual, manifest=manifest, toc_entries=toc_entries,
+                expected_rows=manifest_row_counts(manifest))
+
+
+# --------------------------------------------------------------------------- helpers
+
+def program(bin_dir, name):
+    return os.path.join(bin_dir, name) if bin_dir else name
+
+
+def run_client(params, database, argv, step):
+    """Run a client program with libpq settings in its environment; stdout, or OpsError."""
+    try:
+        done = subprocess.run(argv, env=libpq_env(params, database=database), capture_output=True,
+                              text=True, check=False)
+    except OSError as err:
+        raise OpsError('%s: cannot run %s: %s' % (step, argv[0], err))
+    if done.returncode != 0:
+        tail = ' | '.join(line for line in done.stderr.strip().splitlines()[-5:])
+        raise OpsError('%s failed (exit %s): %s' % (step, done.returncode, tail or 'no error output'))
+    return done.stdout
+
+
+def scratch_name(database, stamp, kind):
+    """<database>__<kind>_<stamp>, shortened with a hash to PostgreSQL's 63-byte limit."""
+    suffix = '__%s_%s' % (kind, stamp)
+    name = database + suffix
+    if len(name.encode()) <= MAX_IDENTIFIER:
+        return name
+    tag = '%08x' % (zlib.crc32(database.encode()) & 0xffffffff)
+    keep = MAX_IDENTIFIER - len(suffix.encode()) - len(tag) - 1
+    head = database.encode()[:keep].decode('utf-8', 'ignore')
+    return '%s_%s%s' % (head, tag, suffix)
+
+
+def first_line(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def lock_key(database):
+    """A stable 63-bit key for pg_advisory_lock from the database name."""
+    return int(hashlib.sha256(('hotelbot.ops restore ' + database).encode()).hexdigest()[:15], 16)
+
+
+# --------------------------------------------------------------------------- restore
+
+class Restore:
+    """One restore of `src` over `database`; see restore() for the steps."""
+
+    def __init__(self, params, database, src, bin_dir=None, maintenance_database='postgres',
+                 clock=time.time):
+        self.params = params
+        self.database = database
+        self.src = src
+        self.bin_dir = bin_dir
+        self.maintenance_database = maintenance_database
+        self.stamp = datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+        self.admin = None
+        self.steps = []
+
+    def step(self, name, started):
+        self.steps.append(dict(step=name, seconds=round(time.monotonic() - started, 3)))
+
+    def open_admin(self):
+        self.admin = connect(self.params, database=self.maintenance_database)
+        with self.admin.cursor() as cur:
+            cur.execute('SELECT pg_try_advisory_lock(%s)', (lock_key(self.database),))
+            if not cur.fetchone()[0]:
+                raise OpsError('another restore of database %r is in progress (its lock is held); '
+                               'nothing was touched' % self.database)
+            cur.execute('SELECT 1 FROM pg_database WHERE datname = %s', (self.database,))
+            if cur.fetchone() is None:
+                raise OpsError('database %r does not exist on the server' % self.database)
+
+    def admin_exec(self, statement, args=None):
+        with self.admin.cursor() as cur:
+            cur.execute(statement, args)
+            return cur.fetchall() if cur.description else None
+
+    def create_scratch(self, scratch):
+        owner, encoding, collate, ctype = self.admin_exec(
+            'SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype '
+            'FROM pg_database WHERE datname = %s', (self.database,))[0]
+        self.admin_exec(sql.SQL('CREATE DATABASE {} TEMPLATE template0 OWNER {} ENCODING {} '
+                                'LC_COLLATE {} LC_CTYPE {}').format(
+            identifier(scratch), identifier(owner), sql.Literal(encoding), sql.Literal(collate),
+            sql.Literal(ctype)))
+
+    def drop(self, name):
+        self.admin_exec(sql.SQL('DROP DATABASE IF EXISTS {} WITH (FORCE)').format(identifier(name)))
+
+    def load(self, scratch, fmt, jobs):
+        if fmt == 'plain':
+            argv = [program(self.bin_dir, 'psql'), '-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction',
+                    '-f', self.src]
+        else:
+            argv = [program(self.bin_dir, 'pg_restore'), '--exit-on-error', '--dbname', scratch]
+            if jobs and jobs > 1:
+                argv += ['--jobs', str(jobs)]
+            else:
+                argv.append('--single-transaction')
+            argv.append(self.src)
+        run_client(self.params, scratch, argv, 'restore into scratch database %s' % scratch)
+
+    def validate(self, scratch, expected_rows, verify_queries):
+        """Row counts against the manifest and the caller's queries; returns what was checked."""
+        found = {}
+        conn = connect(self.params, database=scratch)
+        try:
+            with conn.cursor() as cur:
+                for table, rows in sorted(expected_rows.items()):
+                    schema, _sep, name = table.rpartition('.')
+                    target = identifier(schema, name) if schema else identifier(name)
+                    try:
+                        cur.execute(sql.SQL('SELECT count(*) FROM {}').format(target))
+                    except DATABASE_ERRORS as err:
+                        raise OpsError('validate: table %s missing or unreadable in the restored copy: %s'
+                                       % (table, first_line(err)))
+                    count = cur.fetchone()[0]
+                    found[table] = count
+                    if count != rows:
+                        raise OpsError('validate: %s has %d rows in the restored copy, the manifest says %d'
+                                       % (table, count, rows))
+                for query in verify_queries or []:
+                    try:
+                        cur.execute(query)
+                        row = cur.fetchone()
+                    except DATABASE_ERRORS as err:
+                        raise OpsError('validate: verify query failed: %s: %s' % (query, first_line(err)))
+                    if not row or row[0] is not True:
+                        raise OpsError('validate: verify query did not return true: %s (got %r)' % (query, row))
+        finally:
+            conn.close()
+        return found
+
+    def swap(self, scratch, previous):
+        """Make scratch live; the live database becomes `previous`. Undone if the second rename fails."""
+        live = identifier(self.database)
+        self.admin_exec(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS false').format(live))
+        try:
+            self.admin_exec('SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
+                            'WHERE datname = %s AND pid <> pg_backend_pid()', (self.database,))
+            self.wait_disconnected(self.database)
+            self.admin_exec(sql.SQL('ALTER DATABASE {} RENAME TO {}').format(live, identifier(previous)))
+        except Exception:
+            self.admin_exec(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(live))
+            raise
+        try:
+            self.admin_exec(sql.SQL('ALTER DATABASE {} RENAME TO {}').format(identifier(scratch), live))
+        except Exception:
+            self.admin_exec(sql.SQL('ALTER DATABASE {} RENAME TO {}').format(identifier(previous), live))
+            self.admin_exec(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(live))
+            raise
+        # The kept copy stays connectable, for inspection or to swap back.
+        self.admin_exec(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(identifier(previous)))
+
+    def wait_disconnected(self, name, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.admin_exec('SELECT count(*) FROM pg_stat_activity WHERE datname = %s '
+                                   'AND pid <> pg_backend_pid()', (name,))[0][0]:
+                return
+            time.sleep(0.05)
+        raise OpsError('swap: sessions on %r did not end within %ss' % (name, timeout))
+
+    def prune(self, previous, keep_previous):
+        """Drop the oldest <db>__pre_restore_* copies beyond keep_previous; returns their names."""
+        prefix = previous[:-len(self.stamp)]  # stamps have a fixed length, so older copies share it
+        rows = self.admin_exec('SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY datname DESC',
+                               (prefix,))
+        dropped = []
+        for (name,) in rows[keep_previous:]:
+            self.drop(name)
+            dropped.append(name)
+        return dropped
+
+    def close(self):
+        if self.admin is not None:
+            self.admin.close()
+
+
+def current_step(job):
+    done = [entry['step'] for entry in job.steps]
+    for name in ('verify', 'restore', 'validate', 'swap'):
+        if name not in done:
+            return name
+    return 'analyze'
+
+
+def restore(params, database, src, confirm=False, jobs=None, verify_queries=None, keep_previous=1,
+            bin_dir=None, allow_other_database=False, maintenance_database='postgres', check_mode=False):
+    """Verify src, restore it into a scratch database, validate, then swap it in for database."""
+    timer = Timer()
+    job = Restore(params, database, src, bin_dir=bin_dir, maintenance_database=maintenance_database)
+    result = dict(changed=False, database=database, src=src, steps=job.steps)
+    try:
+        started = time.monotonic()
+        backup = verify_backup(src, database, params, bin_dir, allow_other_database)
+        job.step('verify', started)
+        result.update(format=backup['format'], sha256=backup['sha256'], toc_entries=backup['toc_entries'],
+                      expected_rows=backup['expected_rows'])
+        job.open_admin()
+        scratch = scratch_name(database, job.stamp, 'restore')
+        previous = scratch_name(database, job.stamp, 'pre_restore')
+        result.update(scratch_database=scratch, previous_database=previous)
+        if check_mode:
+            result.update(changed=True, msg='would restore %s into %s, validate, and swap it in; the live '
+                                            'database would be kept as %s' % (src, scratch, previous))
+            return result
+        if not confirm:
+            raise OpsError('restoring over %r replaces the live database: set confirm: true (the backup '
+                           'verified; nothing was touched)' % database)
+        started = time.monotonic()
+        job.create_scratch(scratch)
+        try:
+            job.load(scratch, backup['format'], jobs)
+            job.step('restore', started)
+            started = time.monotonic()
+            result['row_counts'] = job.validate(scratch, backup['expected_rows'], verify_queries)
+            job.step('validate', started)
+            started = time.monotonic()
+            job.swap(scratch, previous)
+            job.step('swap', started)
+        except (OpsError,) + DATABASE_ERRORS as err:
+            job.drop(scratch)
+            if isinstance(err, OpsError):
+                raise
+            raise OpsError('%s failed: %s' % (current_step(job), first_line(err)))
+        result['changed'] = True
+        started = time.monotonic()
+        conn = connect(params, database=database)
+        try:
+            conn.execute('ANALYZE')
+        finally:
+            conn.close()
+        job.step('analyze', started)
+        result['dropped_previous'] = job.prune(previous, keep_previous)
+        return result
+    except DATABASE_ERRORS as err:
+        raise OpsError('%s failed: %s' % (current_step(job), first_line(err)), changed=result['changed'],
+                       **dict((k, v) for k, v in result.items() if k != 'changed'))
+    except OpsError as err:
+        raise OpsError(err.msg, changed=result['changed'], **dict(
+            (k, v) for k, v in result.items() if k != 'changed'))
+    finally:
+        job.close()
+        result['elapsed_s'] = timer.elapsed()

@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: pg_restore
+short_description: Restore a PostgreSQL backup without ever writing to the live database
+version_added: 0.1.0
+description:
+  - Refuses to start unless the backup's sha256 matches its C(.sha256) sidecar, its manifest reads
+    and names this database, and its table of contents reads (custom/directory format) or it ends
+    with pg_dump's completion line (plain SQL).
+  - Restores into a scratch database beside the live one (C(<db>__restore_<stamp>)), with
+    C(pg_restore --exit-on-error) or, for plain SQL, C(psql) with C(ON_ERROR_STOP) in one transaction.
+  - Validates the copy - row counts against the manifest and any O(verify_queries) - and only then
+    swaps by rename - new connections blocked, sessions on the live database ended, live renamed to
+    C(<db>__pre_restore_<stamp>), scratch renamed to live - and runs C(ANALYZE).
+  - The old database is kept (O(keep_previous) copies), so the swap can be undone by renaming back.
+    Any failure before the swap drops the scratch database and leaves the live one untouched; the
+    message names the step.
+  - One restore per database at a time (an advisory lock); a second one is refused.
+  - The connecting role needs C(CREATEDB) and must own the database (or be superuser) to rename it
+    and end its sessions.
+author:
+  - hotelbot.ops maintainers (@hotelbot)
+extends_documentation_fragment:
+  - hotelbot.ops.postgres
+attributes:
+  check_mode:
+    support: full
+    description: Verifies the backup and the server, takes the lock, and says what it would do; changes nothing.
+  diff_mode:
+    support: none
+    description: The result names the databases before and after instead.
+options:
+  src:
+    description:
+      - The backup - a custom-format file, a directory-format directory or a plain SQL file - with
+        C(<src>.sha256) and C(<src>.manifest.json) beside it (as M(hotelbot.ops.pg_backup) writes them).
+    type: path
+    required: true
+  confirm:
+    description: Required to replace the live database (the old one is kept).
+    type: bool
+    default: false
+  jobs:
+    description: Parallel restore jobs for custom/directory format (C(pg_restore --jobs)); 1 restores in one transaction.
+    type: int
+    default: 1
+  verify_queries:
+    description: SQL queries run on the restored copy before the swap; each must return C(true) in its first column.
+    type: list
+    elements: str
+    default: []
+  keep_previous:
+    description: How many C(<db>__pre_restore_*) copies to keep (the newest); older ones are dropped after a successful swap.
+    type: int
+    default: 1
+  allow_other_database:
+    description: Restore a backup whose manifest names another database.
+    type: bool
+    default: false
+  maintenance_database:
+    description: Database to connect to for CREATE/RENAME/DROP DATABASE.
+    type: str
+    default: postgres
+  bin_dir:
+    description: Directory of C(pg_restore) and C(psql); default is the PATH.
+    type: path
+seealso:
+  - module: hotelbot.ops.pg_backup
+  - module: hotelbot.ops.pg_check
+'''
+
+EXAMPLES = r'''
+- name: Restore last night's backup over the live database (kept as hotel_voice_bot__pre_restore_<stamp>)
+  hotelbot.ops.pg_restore:
+    host: db.internal
+    user: hotelbot_admin
+    password: "{{ vault_db_admin_password }}"
+    database: hotel_voice_bot
+    src: /var/backups/hotelbot/hotel_voice_bot-20261122T030000Z.dump
+    confirm: true
+    verify_queries:
+      - SELECT count(*) > 0 FROM public.bot_messages
+'''
+
+RETURN = r'''
+database:
+  description: The live database.
+  returned: always
+  type: str
+previous_database:
+  description: What the live database was renamed to (kept), or would be in check mode.
+  returned: when the backup verified
+  type: str
+scratch_database:
+  description: The scratch database the backup was restored into.
+  returned: when the backup verified
+  type: str
+format:
+  description: The backup's format (custom, directory, plain).
+  returned: when the backup verified
+  type: str
+sha256:
+  description: The backup's verified checksum.
+  returned: when the backup verified
+  type: str
+toc_entries:
+  description: Entries in the backup's table of contents (null for plain SQL).
+  returned: when the backup verified
+  type: int
+expected_rows:
+  description: Row counts the manifest records.
+  returned: when the backup verified
+  type: dict
+row_counts:
+  description: Row counts found in the restored copy (equal to RV(expected_rows), or the restore failed).
+  returned: success
+  type: dict
+steps:
+  description: Each step done (verify, restore, validate, swap, analyze) with its seconds.
+  returned: always
+  type: list
+  elements: dict
+dropped_previous:
+  description: Older C(__pre_restore_) copies dropped by O(keep_previous).
+  returned: success
+  type: list
+  elements: str
+elapsed_s:
+  description: Seconds the module took.
+  returned: always
+  type: float
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_restore import restore
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec, require_psycopg
+
+
+def main():
+    argument_spec = postgres_argument_spec()
+    argument_spec.update(
+        src=dict(type='path', required=True),
+        confirm=dict(type='bool', default=False),
+        jobs=dict(type='int', default=1),
+        verify_queries=dict(type='list', elements='str', default=[]),
+        keep_previous=dict(type='int', default=1),
+        allow_other_database=dict(type='bool', default=False),
+        maintenance_database=dict(type='str', default='postgres'),
+        bin_dir=dict(type='path'),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    require_psycopg(module)
+    p = module.params
+    if p['jobs'] < 1 or p['keep_previous'] < 0:
+        module.fail_json(msg='jobs must be at least 1 and keep_previous at least 0')
+    run(module, lambda: restore(
+        p, p['database'], p['src'], confirm=p['confirm'], jobs=p['jobs'], verify_queries=p['verify_queries'],
+        keep_previous=p['keep_previous'], bin_dir=p['bin_dir'], allow_other_database=p['allow_other_database'],
+        maintenance_database=p['maintenance_database'], check_mode=module.check_mode))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,190 @@
+"""pg_restore's logic against the sandbox's real PostgreSQL: verify, scratch restore, validate, swap."""
+import json
+import os
+import subprocess
+
+import psycopg
+import pytest
+
+from ansible_collections.hotelbot.ops.plugins.module_utils import pg_restore as module
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_restore import lock_key, restore, sha256_of
+
+DB = 'hotel "bot" restore'
+
+
+def admin(sandbox, database='postgres'):
+    pg = sandbox.state['postgres']
+    return psycopg.connect(host=pg['socket_dir'], port=pg['port'], user=pg['superuser'], dbname=database,
+                           autocommit=True)
+
+
+def params(sandbox):
+    """Module-style connection params: the superuser over the unix socket (it may CREATE DATABASE)."""
+    pg = sandbox.state['postgres']
+    return dict(host=pg['socket_dir'], port=pg['port'], user=pg['superuser'], password=None, database=DB,
+                sslmode=None, sslrootcert=None, passfile=None, connect_timeout=5, connect_params={})
+
+
+def databases(sandbox):
+    with admin(sandbox) as conn:
+        return sorted(r[0] for r in conn.execute('SELECT datname FROM pg_database'))
+
+
+def fingerprint(sandbox, database=DB):
+    """Row count and a checksum of the contents of the test table."""
+    with admin(sandbox, database) as conn:
+        rows = conn.execute('SELECT count(*), md5(string_agg(id::text || body, \',\' ORDER BY id)) FROM msgs').fetchone()
+    return rows
+
+
+def make_backup(sandbox, tmp_path, rows, fmt='custom', database=DB, name='backup'):
+    """A dump of `database` after putting `rows` rows in it, with sidecar and manifest."""
+    with admin(sandbox, database) as conn:
+        conn.execute('DROP TABLE IF EXISTS msgs')
+        conn.execute('CREATE TABLE msgs (id int PRIMARY KEY, body text NOT NULL)')
+        conn.execute('INSERT INTO msgs SELECT g, md5(g::text) FROM generate_series(1, %s) g' % rows)
+    pg = sandbox.state['postgres']
+    path = str(tmp_path / ('%s.%s' % (name, 'sql' if fmt == 'plain' else 'dump')))
+    env = dict(os.environ, PGHOST=pg['socket_dir'], PGPORT=str(pg['port']), PGUSER=pg['superuser'])
+    subprocess.run([os.path.join(pg['bin_dir'], 'pg_dump'), '--format', fmt[0], '--file', path, database],
+                   env=env, check=True)
+    write_sidecars(path, database, {'public.msgs': rows}, fmt)
+    return path
+
+
+def write_sidecars(path, database, rows, fmt):
+    with open(path + '.sha256', 'w') as handle:
+        handle.write('%s  %s\n' % (sha256_of(path), os.path.basename(path)))
+    with open(path + '.manifest.json', 'w') as handle:
+        json.dump(dict(database=database, format=fmt, row_counts=rows), handle)
+
+
+@pytest.fixture
+def live(sandbox):
+    """A live database `hotel "bot" restore` with 10 rows; dropped (with its copies) afterwards."""
+    with admin(sandbox) as conn:
+        for name in databases(sandbox):
+            if name.startswith(DB):
+                conn.execute('DROP DATABASE "%s" WITH (FORCE)' % name.replace('"', '""'))
+        conn.execute('CREATE DATABASE "%s"' % DB.replace('"', '""'))
+    with admin(sandbox, DB) as conn:
+        conn.execute('CREATE TABLE msgs (id int PRIMARY KEY, body text NOT NULL)')
+        conn.execute("INSERT INTO msgs SELECT g, 'live ' || g FROM generate_series(1, 10) g")
+    yield sandbox
+
+
+def test_restore_swaps_in_the_backup_and_keeps_the_old_database(live, tmp_path):
+    backup = make_backup(live, tmp_path, 500)
+    with admin(live, DB) as conn:   # the live data moves on after the backup
+        conn.execute("INSERT INTO msgs VALUES (100000, 'written after the backup')")
+    before = fingerprint(live)
+    result = restore(params(live), DB, backup, confirm=True)
+    assert result['changed'] and result['row_counts'] == {'public.msgs': 500}
+    assert fingerprint(live)[0] == 500
+    assert fingerprint(live, result['previous_database']) == before
+    assert [s['step'] for s in result['steps']] == ['verify', 'restore', 'validate', 'swap', 'analyze']
+    assert not [d for d in databases(live) if '__restore_' in d]
+
+
+@pytest.mark.parametrize('damage, message', [
+    ('truncate', 'checksum mismatch'),
+    ('truncate_and_rehash', 'read the TOC failed'),
+    ('other_database', "is a backup of database 'hotel_voice_bot'"),
+    ('no_sidecar', 'no readable checksum file'),
+])
+def test_bad_backups_are_refused_before_anything_is_touched(live, tmp_path, damage, message):
+    backup = make_backup(live, tmp_path, 50)
+    before, dbs = fingerprint(live), databases(live)
+    if damage.startswith('truncate'):
+        size = os.path.getsize(backup)
+        with open(backup, 'r+b') as handle:
+            handle.truncate(size // 2)
+        if damage == 'truncate_and_rehash':
+            write_sidecars(backup, DB, {'public.msgs': 50}, 'custom')
+    elif damage == 'other_database':
+        write_sidecars(backup, 'hotel_voice_bot', {'public.msgs': 50}, 'custom')
+    elif damage == 'no_sidecar':
+        os.unlink(backup + '.sha256')
+    with pytest.raises(OpsError, match=message):
+        restore(params(live), DB, backup, confirm=True)
+    assert fingerprint(live) == before and databases(live) == dbs
+
+
+def test_restore_failing_half_way_drops_scratch_and_leaves_live_alone(live, tmp_path):
+    path = str(tmp_path / 'broken.sql')
+    with open(path, 'w') as handle:
+        handle.write('CREATE TABLE msgs (id int PRIMARY KEY, body text NOT NULL);\n'
+                     "INSERT INTO msgs VALUES (1, 'one');\n"
+                     'INSERT INTO no_such_table VALUES (2);\n'
+                     '-- PostgreSQL database dump complete\n')
+    write_sidecars(path, DB, {'public.msgs': 1}, 'plain')
+    before, dbs = fingerprint(live), databases(live)
+    with pytest.raises(OpsError, match='restore into scratch database .* failed .*no_such_table'):
+        restore(params(live), DB, path, confirm=True)
+    assert fingerprint(live) == before and databases(live) == dbs
+
+
+def test_validation_failure_drops_scratch(live, tmp_path):
+    backup = make_backup(live, tmp_path, 20)
+    write_sidecars(backup, DB, {'public.msgs': 21}, 'custom')   # the manifest disagrees with the dump
+    before, dbs = fingerprint(live), databases(live)
+    with pytest.raises(OpsError, match='validate: public.msgs has 20 rows in the restored copy, the manifest says 21'):
+        restore(params(live), DB, backup, confirm=True)
+    assert fingerprint(live) == before and databases(live) == dbs
+
+
+def test_second_restore_while_one_holds_the_lock_is_refused(live, tmp_path):
+    backup = make_backup(live, tmp_path, 5)
+    before = fingerprint(live)
+    with admin(live) as holder:
+        holder.execute('SELECT pg_advisory_lock(%s)', (lock_key(DB),))
+        with pytest.raises(OpsError, match='another restore of database .* is in progress'):
+            restore(params(live), DB, backup, confirm=True)
+    assert fingerprint(live) == before
+
+
+def test_check_mode_and_missing_confirm_change_nothing(live, tmp_path):
+    backup = make_backup(live, tmp_path, 5)
+    before, dbs = fingerprint(live), databases(live)
+    planned = restore(params(live), DB, backup, check_mode=True)
+    assert planned['changed'] and 'would restore' in planned['msg']
+    with pytest.raises(OpsError, match='set confirm: true'):
+        restore(params(live), DB, backup)
+    assert fingerprint(live) == before and databases(live) == dbs
+
+
+def test_retention_keeps_the_newest_previous_copies(live, tmp_path, monkeypatch):
+    backup = make_backup(live, tmp_path, 5)
+    stamps = iter(['20260101T000000Z', '20260102T000000Z', '20260103T000000Z'])
+    real = module.Restore.__init__
+
+    def stamped(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        self.stamp = next(stamps)
+    monkeypatch.setattr(module.Restore, '__init__', stamped)
+    for _round in range(3):
+        result = restore(params(live), DB, backup, confirm=True, keep_previous=2)
+    copies = [d for d in databases(live) if '__pre_restore_' in d]
+    assert copies == [DB + '__pre_restore_20260102T000000Z', DB + '__pre_restore_20260103T000000Z']
+    assert result['dropped_previous'] == [DB + '__pre_restore_20260101T000000Z']
+
+
+def test_module_through_ansible(live, tmp_path):
+    backup = make_backup(live, tmp_path, 42)
+    with admin(live, DB) as conn:
+        conn.execute('DELETE FROM msgs WHERE id > 7')
+    pg = live.state['postgres']
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    bin_dir = os.path.dirname(os.path.abspath(os.sys.executable))
+    args = json.dumps(dict(host=pg['socket_dir'], port=pg['port'], user=pg['superuser'], database=DB, src=backup,
+                           confirm=True, bin_dir=pg['bin_dir']))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(root, 'ansible.cfg'), PATH=bin_dir + os.pathsep + os.environ['PATH'])
+    base = [os.path.join(bin_dir, 'ansible'), 'localhost', '-c', 'local', '-e',
+            'ansible_python_interpreter=' + os.path.abspath(os.sys.executable), '-m', 'hotelbot.ops.pg_restore', '-a', args]
+    checked = subprocess.run(base + ['--check'], cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert fingerprint(live)[0] == 7
+    done = subprocess.run(base, cwd=root, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fingerprint(live)[0] == 42
