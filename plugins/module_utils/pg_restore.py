@@ -317,54 +317,28 @@ def current_step(job):
     return 'analyze'
 
 
+PHASES = ('all', 'prepare', 'swap')
+
+
 def restore(params, database, src, confirm=False, jobs=None, verify_queries=None, keep_previous=1,
-            bin_dir=None, allow_other_database=False, maintenance_database='postgres', check_mode=False):
-    """Verify src, restore it into a scratch database, validate, then swap it in for database."""
+            bin_dir=None, allow_other_database=False, maintenance_database='postgres', check_mode=False,
+            phase='all', scratch_database=None):
+    """Verify src, restore it into a scratch database, validate, then swap it in for database.
+
+    phase 'prepare' stops after validation and leaves the scratch database (the app keeps
+    serving from the live one meanwhile); phase 'swap' then swaps that scratch database in
+    (the only moment the app needs to be stopped). 'all' does both.
+    """
     timer = Timer()
     job = Restore(params, database, src, bin_dir=bin_dir, maintenance_database=maintenance_database)
-    result = dict(changed=False, database=database, src=src, steps=job.steps)
+    result = dict(changed=False, database=database, src=src, phase=phase, steps=job.steps)
     try:
-        started = time.monotonic()
-        backup = verify_backup(src, database, params, bin_dir, allow_other_database)
-        job.step('verify', started)
-        result.update(format=backup['format'], sha256=backup['sha256'], toc_entries=backup['toc_entries'],
-                      expected_rows=backup['expected_rows'])
-        job.open_admin()
-        scratch = scratch_name(database, job.stamp, 'restore')
-        previous = scratch_name(database, job.stamp, 'pre_restore')
-        result.update(scratch_database=scratch, previous_database=previous)
-        if check_mode:
-            result.update(changed=True, msg='would restore %s into %s, validate, and swap it in; the live '
-                                            'database would be kept as %s' % (src, scratch, previous))
-            return result
-        if not confirm:
-            raise OpsError('restoring over %r replaces the live database: set confirm: true (the backup '
-                           'verified; nothing was touched)' % database)
-        started = time.monotonic()
-        job.create_scratch(scratch)
-        try:
-            job.load(scratch, backup['format'], jobs)
-            job.step('restore', started)
-            started = time.monotonic()
-            result['row_counts'] = job.validate(scratch, backup['expected_rows'], verify_queries)
-            job.step('validate', started)
-            started = time.monotonic()
-            job.swap(scratch, previous)
-            job.step('swap', started)
-        except (OpsError,) + DATABASE_ERRORS as err:
-            job.drop(scratch)
-            if isinstance(err, OpsError):
-                raise
-            raise OpsError('%s failed: %s' % (current_step(job), first_line(err)))
-        result['changed'] = True
-        started = time.monotonic()
-        conn = connect(params, database=database)
-        try:
-            conn.execute('ANALYZE')
-        finally:
-            conn.close()
-        job.step('analyze', started)
-        result['dropped_previous'] = job.prune(previous, keep_previous)
+        if phase == 'swap':
+            _swap_phase(job, result, scratch_database, confirm, keep_previous, check_mode)
+        else:
+            _prepare_phase(job, result, confirm, jobs, verify_queries, allow_other_database, check_mode)
+            if phase == 'all' and not check_mode:
+                _swap_phase(job, result, result['scratch_database'], confirm, keep_previous, check_mode)
         return result
     except DATABASE_ERRORS as err:
         raise OpsError('%s failed: %s' % (current_step(job), first_line(err)), changed=result['changed'],
@@ -375,3 +349,72 @@ def restore(params, database, src, confirm=False, jobs=None, verify_queries=None
     finally:
         job.close()
         result['elapsed_s'] = timer.elapsed()
+
+
+def _prepare_phase(job, result, confirm, jobs, verify_queries, allow_other_database, check_mode):
+    """verify, lock, restore into scratch, validate; the scratch database is dropped on failure."""
+    started = time.monotonic()
+    backup = verify_backup(job.src, job.database, job.params, job.bin_dir, allow_other_database)
+    job.step('verify', started)
+    result.update(format=backup['format'], sha256=backup['sha256'], toc_entries=backup['toc_entries'],
+                  expected_rows=backup['expected_rows'])
+    job.open_admin()
+    scratch = scratch_name(job.database, job.stamp, 'restore')
+    result.update(scratch_database=scratch, previous_database=scratch_name(job.database, job.stamp, 'pre_restore'))
+    if check_mode:
+        result.update(changed=True, msg='would restore %s into %s and validate it%s; the live database would '
+                                        'be kept as %s' % (job.src, scratch, ', then swap it in'
+                                                           if result['phase'] == 'all' else '',
+                                                           result['previous_database']))
+        return
+    if not confirm and result['phase'] == 'all':
+        raise OpsError('restoring over %r replaces the live database: set confirm: true (the backup '
+                       'verified; nothing was touched)' % job.database)
+    started = time.monotonic()
+    job.create_scratch(scratch)
+    try:
+        job.load(scratch, backup['format'], jobs)
+        job.step('restore', started)
+        started = time.monotonic()
+        result['row_counts'] = job.validate(scratch, backup['expected_rows'], verify_queries)
+        job.step('validate', started)
+    except (OpsError,) + DATABASE_ERRORS as err:
+        job.drop(scratch)
+        if isinstance(err, OpsError):
+            raise
+        raise OpsError('%s failed: %s' % (current_step(job), first_line(err)))
+    result['changed'] = True
+
+
+def _swap_phase(job, result, scratch, confirm, keep_previous, check_mode):
+    """swap the validated scratch database in, ANALYZE, prune old copies."""
+    if not scratch:
+        raise OpsError('phase swap needs scratch_database (returned by phase prepare)')
+    if job.admin is None:
+        job.open_admin()
+    if not job.admin_exec('SELECT 1 FROM pg_database WHERE datname = %s', (scratch,)):
+        raise OpsError('swap: scratch database %r does not exist (was phase prepare run?)' % scratch)
+    # The prepared copy carries its stamp; the kept live copy gets the same one.
+    stamp = scratch[-len(job.stamp):]
+    previous = scratch[:-len(job.stamp)].replace('__restore_', '__pre_restore_') + stamp
+    if len(previous.encode()) > MAX_IDENTIFIER:
+        previous = scratch_name(job.database, stamp, 'pre_restore')
+    result.update(scratch_database=scratch, previous_database=previous)
+    if check_mode:
+        result.update(changed=True, msg='would swap %s in for %s, keeping it as %s' % (scratch, job.database, previous))
+        return
+    if not confirm:
+        raise OpsError('swapping %r in for %r replaces the live database: set confirm: true' % (scratch, job.database))
+    started = time.monotonic()
+    job.swap(scratch, previous)
+    job.step('swap', started)
+    result['changed'] = True
+    started = time.monotonic()
+    conn = connect(job.params, database=job.database)
+    try:
+        conn.execute('ANALYZE')
+    finally:
+        conn.close()
+    job.step('analyze', started)
+    job.stamp = stamp
+    result['dropped_previous'] = job.prune(previous, keep_previous)

@@ -72,6 +72,19 @@ options:
   bin_dir:
     description: Directory of C(pg_restore) and C(psql); default is the PATH.
     type: path
+  phase:
+    description:
+      - V(all) verifies, restores, validates and swaps in one go.
+      - V(prepare) stops after validation and leaves the scratch database (returned as
+        RV(scratch_database)); the application keeps serving from the live database meanwhile.
+      - V(swap) swaps a prepared scratch database in - the only step during which the application
+        needs to be stopped. Needs O(scratch_database) and O(confirm=true).
+    type: str
+    choices: [all, prepare, swap]
+    default: all
+  scratch_database:
+    description: The scratch database phase V(prepare) returned, for phase V(swap).
+    type: str
 seealso:
   - module: hotelbot.ops.pg_backup
   - module: hotelbot.ops.pg_check
@@ -100,7 +113,7 @@ previous_database:
   returned: when the backup verified
   type: str
 scratch_database:
-  description: The scratch database the backup was restored into.
+  description: The scratch database the backup was restored into (left in place by phase V(prepare)).
   returned: when the backup verified
   type: str
 format:
@@ -157,8 +170,11 @@ def main():
         allow_other_database=dict(type='bool', default=False),
         maintenance_database=dict(type='str', default='postgres'),
         bin_dir=dict(type='path'),
+        phase=dict(type='str', choices=['all', 'prepare', 'swap'], default='all'),
+        scratch_database=dict(type='str'),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[('phase', 'swap', ['scratch_database'])])
     require_psycopg(module)
     p = module.params
     if p['jobs'] < 1 or p['keep_previous'] < 0:
@@ -166,7 +182,8 @@ def main():
     run(module, lambda: restore(
         p, p['database'], p['src'], confirm=p['confirm'], jobs=p['jobs'], verify_queries=p['verify_queries'],
         keep_previous=p['keep_previous'], bin_dir=p['bin_dir'], allow_other_database=p['allow_other_database'],
-        maintenance_database=p['maintenance_database'], check_mode=module.check_mode))
+        maintenance_database=p['maintenance_database'], check_mode=module.check_mode,
+        phase=p['phase'], scratch_database=p['scratch_database']))
 
 
 if __name__ == '__main__':

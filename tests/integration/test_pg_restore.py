@@ -188,3 +188,21 @@ def test_module_through_ansible(live, tmp_path):
     done = subprocess.run(base, cwd=root, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert fingerprint(live)[0] == 42
+
+
+def test_prepare_then_swap(live, tmp_path):
+    backup = make_backup(live, tmp_path, 300)
+    with admin(live, DB) as conn:
+        conn.execute('DELETE FROM msgs WHERE id > 3')
+    prepared = restore(params(live), DB, backup, phase='prepare')
+    scratch = prepared['scratch_database']
+    # the live database still serves its own data while the copy waits
+    assert fingerprint(live)[0] == 3 and fingerprint(live, scratch)[0] == 300
+    with pytest.raises(OpsError, match='set confirm: true'):
+        restore(params(live), DB, backup, phase='swap', scratch_database=scratch)
+    swapped = restore(params(live), DB, backup, phase='swap', scratch_database=scratch, confirm=True)
+    assert fingerprint(live)[0] == 300 and fingerprint(live, swapped['previous_database'])[0] == 3
+    assert scratch not in databases(live)
+    assert [s['step'] for s in prepared['steps'] + swapped['steps']] == ['verify', 'restore', 'validate', 'swap', 'analyze']
+    with pytest.raises(OpsError, match='does not exist'):
+        restore(params(live), DB, backup, phase='swap', scratch_database=scratch, confirm=True)
