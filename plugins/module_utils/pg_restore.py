@@ -41,13 +41,7 @@ CHUNK = 1024 * 1024
 
 # --------------------------------------------------------------------------- the backup
 
-def sha256_of(path):
-    """sha256 of a file, or of a directory-format dump (sorted '<hex>  <name>' lines of its files)."""
-    if os.path.isdir(path):
-        listing = []
-        for name in sorted(os.listdir(path)):
-            listing.append('%s  %s\n' % (sha256_of(os.path.join(path, name)), name))
-        return hashlib.sha256(''.join(listing).encode()).hexdigest()
+def file_sha256(path):
     digest = hashlib.sha256()
     with open(path, 'rb') as handle:
         for block in iter(lambda: handle.read(CHUNK), b''):
@@ -55,15 +49,61 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
-def read_sidecar(path):
-    """The expected sha256 from '<path>.sha256' (sha256sum format)."""
+def tree_files(path):
+    """Relative paths of every file under a directory, sorted."""
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        found.extend(os.path.relpath(os.path.join(root, name), path) for name in files)
+    return sorted(found)
+
+
+def sha256_of(path):
+    """The backup's sha256 as pg_backup records it.
+
+    A file: its own sha256. A directory-format dump: the sha256 of its sidecar listing,
+    one sha256sum line '<hex>  <dir name>/<relative path>' per file, sorted.
+    """
+    if not os.path.isdir(path):
+        return file_sha256(path)
+    name = os.path.basename(path.rstrip('/'))
+    listing = ''.join('%s  %s/%s\n' % (file_sha256(os.path.join(path, rel)), name, rel.replace(os.sep, '/'))
+                      for rel in tree_files(path))
+    return hashlib.sha256(listing.encode('utf-8')).hexdigest()
+
+
+def verify_checksum(path):
+    """Check the backup against its sha256sum-format sidecar; returns the backup's sha256.
+
+    For a directory, every file listed must exist with its hash and no unlisted file may
+    be present; for a file, the one line must match.
+    """
     sidecar = path.rstrip('/') + '.sha256'
     try:
         with open(sidecar) as handle:
-            return handle.read().split()[0].lower()
-    except (IOError, OSError, IndexError) as err:
+            entries = [line.split(None, 1) for line in handle.read().splitlines() if line.strip()]
+    except (IOError, OSError) as err:
         raise OpsError('verify: no readable checksum file %s (%s); refusing to restore an unverified backup'
                        % (sidecar, err))
+    if not entries or any(len(entry) != 2 for entry in entries):
+        raise OpsError('verify: %s is not in sha256sum format' % sidecar)
+    if not os.path.isdir(path):
+        expected, actual = entries[0][0].lower(), file_sha256(path)
+        if actual != expected:
+            raise OpsError('verify: checksum mismatch for %s (sidecar %s, file %s): the backup is damaged or '
+                           'was changed; nothing was touched' % (path, expected[:12], actual[:12]))
+        return actual
+    name = os.path.basename(path.rstrip('/'))
+    listed = dict((entry[1].strip().lstrip('*')[len(name) + 1:], entry[0].lower()) for entry in entries)
+    present = set(rel.replace(os.sep, '/') for rel in tree_files(path))
+    if set(listed) != present:
+        raise OpsError('verify: files of %s differ from its checksum list (missing: %s, unlisted: %s); nothing '
+                       'was touched' % (path, sorted(set(listed) - present)[:5], sorted(present - set(listed))[:5]))
+    for rel, expected in sorted(listed.items()):
+        if file_sha256(os.path.join(path, rel)) != expected:
+            raise OpsError('verify: checksum mismatch for %s/%s: the backup is damaged or was changed; '
+                           'nothing was touched' % (path, rel))
+    return sha256_of(path)
 
 
 def read_manifest(path):
@@ -107,11 +147,7 @@ def verify_backup(path, database, params, bin_dir, allow_other_database=False):
     """Checksum, manifest, database name and readable TOC; returns what was learnt."""
     if not os.path.exists(path):
         raise OpsError('verify: backup %s does not exist' % path)
-    expected = read_sidecar(path)
-    actual = sha256_of(path)
-    if actual != expected:
-        raise OpsError('verify: checksum mismatch for %s (sidecar %s, file %s): the backup is damaged or '
-                       'was changed; nothing was touched' % (path, expected[:12], actual[:12]))
+    actual = verify_checksum(path)
     manifest = read_manifest(path)
     source = manifest.get('database')
     if source and source != database and not allow_other_database:

@@ -206,3 +206,37 @@ def test_prepare_then_swap(live, tmp_path):
     assert [s['step'] for s in prepared['steps'] + swapped['steps']] == ['verify', 'restore', 'validate', 'swap', 'analyze']
     with pytest.raises(OpsError, match='does not exist'):
         restore(params(live), DB, backup, phase='swap', scratch_database=scratch, confirm=True)
+
+
+def pg_backup_of(sandbox, tmp_path, fmt, jobs=None):
+    """A backup written by our own pg_backup (sidecar and manifest included)."""
+    from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import backup, backup_argument_spec
+    p = dict((name, spec.get('default')) for name, spec in backup_argument_spec().items())
+    p.update(params(sandbox), dest=str(tmp_path / 'backups'), format=fmt, jobs=jobs,
+             verify_tables=['public.msgs'], bin_dir=sandbox.state['postgres']['bin_dir'])
+    return backup(p)['path']
+
+
+@pytest.mark.parametrize('fmt, jobs', [('custom', None), ('directory', 2), ('plain', None)])
+def test_restores_what_pg_backup_writes(live, tmp_path, fmt, jobs):
+    make_backup(live, tmp_path, 123)            # live now holds 123 rows
+    path = pg_backup_of(live, tmp_path, fmt, jobs)
+    with admin(live, DB) as conn:
+        conn.execute('DELETE FROM msgs')
+    result = restore(params(live), DB, path, confirm=True, jobs=jobs, bin_dir=live.state['postgres']['bin_dir'])
+    assert result['row_counts'] == {'public.msgs': 123} and fingerprint(live)[0] == 123
+
+
+def test_a_tampered_file_inside_a_directory_backup_is_refused(live, tmp_path):
+    make_backup(live, tmp_path, 30)
+    path = pg_backup_of(live, tmp_path, 'directory', 2)
+    data = sorted(f for f in os.listdir(path) if f.endswith('.dat.gz') or f.endswith('.dat'))[0]
+    with open(os.path.join(path, data), 'ab') as handle:
+        handle.write(b'x')
+    before, dbs = fingerprint(live), databases(live)
+    with pytest.raises(OpsError, match='checksum mismatch for .*%s' % data):
+        restore(params(live), DB, path, confirm=True)
+    open(os.path.join(path, 'extra.dat'), 'w').close()
+    with pytest.raises(OpsError, match="unlisted: \\['extra.dat'\\]"):
+        restore(params(live), DB, path, confirm=True)
+    assert fingerprint(live) == before and databases(live) == dbs
