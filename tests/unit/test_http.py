@@ -253,7 +253,8 @@ def test_concurrency_overlaps_requests(srv):
     result = run(srv, [dict(name='slow', path='/sleep?s=0.2', count=10, concurrency=10)])
     took = time.monotonic() - started
     assert result['checks']['slow']['ok'] == 10
-    assert took < 1.0, 'concurrent requests took %.2fs' % took
+    # One after the other they would take at least 2.0 s; the margin absorbs a loaded machine.
+    assert took < 1.5, 'concurrent requests took %.2fs' % took
     assert result['checks']['slow']['latency_ms']['min'] >= 195
 
 
