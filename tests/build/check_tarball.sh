@@ -12,8 +12,9 @@ trap 'rm -rf "$work"' EXIT
 tarball=$(ls "$work"/hotelbot-ops-*.tar.gz)
 listing=$(tar -tzf "$tarball")
 for must in plugins/modules/ecs_release.py plugins/modules/ecs_release_info.py plugins/modules/http_check.py \
-            plugins/module_utils/ecs.py roles/preflight/tasks/main.yml roles/verify/tasks/main.yml \
-            playbooks/rollback.yml meta/runtime.yml; do
+            plugins/modules/pg_backup.py plugins/modules/pg_restore.py plugins/modules/pg_check.py \
+            plugins/module_utils/ecs.py roles/preflight/tasks/main.yml roles/verify/tasks/main.yml roles/db_restore/tasks/main.yml \
+            playbooks/rollback.yml playbooks/backup.yml meta/runtime.yml; do
   grep -qx "$must" <<<"$listing" || { echo "tarball lacks $must"; exit 1; }
 done
 for mustnot in sandbox/ tests/ benchmarks/ .venv/ .sandbox/ .collections/ Makefile extensions/; do
