@@ -105,3 +105,17 @@ def test_check_mode_of_a_database_rollback_changes_nothing(db_fresh):
     assert run.returncode == 0, run.stdout + run.stderr
     assert fingerprint(db_fresh) == damaged and databases(db_fresh) == dbs and backups(db_fresh) == files
     assert db_fresh.describe()['desiredCount'] == 3
+
+
+def test_app_and_database_roll_back_together(db_fresh):
+    good = fingerprint(db_fresh)
+    backup = take_backup(db_fresh)
+    db_fresh.deploy(4)             # the bad release ...
+    damage(db_fresh)               # ... and what its migration did to the data
+    run = db_fresh.playbook('-e', 'rollback_scope=app+db', '-e', 'rollback_db_backup=%s' % backup)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert db_fresh.revision() == 3 and fingerprint(db_fresh) == good
+    status, body = db_fresh.bot()
+    assert status == 200 and body['version'] == '1.2.0'
+    svc = db_fresh.describe()
+    assert svc['desiredCount'] == svc['runningCount'] == 3
