@@ -16,7 +16,9 @@ import urllib.request
 import boto3
 import pytest
 
-from sandbox import control, state as sandbox_state
+import psycopg
+
+from sandbox import control, postgres as sandbox_postgres, state as sandbox_state
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -116,6 +118,21 @@ class Sandbox:
         self.wait_bot_version('1.2.0')
         control.reset_calls(self.dir)
 
+    def reset_database(self):
+        """The seeded bot_messages (1000 rows) and no restore leftovers, whatever a test did."""
+        pg = self.state['postgres']
+        with psycopg.connect(host=pg['socket_dir'], port=pg['port'], user=pg['superuser'], dbname='postgres',
+                             autocommit=True) as conn:
+            leftovers = [r[0] for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (pg['database'] + '__',))]
+            for name in leftovers:
+                conn.execute('DROP DATABASE "%s" WITH (FORCE)' % name.replace('"', '""'))
+        with psycopg.connect(host=pg['socket_dir'], port=pg['port'], user=pg['superuser'], dbname=pg['database'],
+                             autocommit=True) as conn:
+            conn.execute('TRUNCATE public.bot_messages RESTART IDENTITY')
+            conn.execute(sandbox_postgres.SEED)
+            conn.execute('ANALYZE public.bot_messages')  # row estimates as after a fresh seed
+
     def playbook(self, *args, playbook='rollback.yml', timeout=300, **kwargs):
         """Run a playbook against this sandbox; returns CompletedProcess (text) with .failures."""
         failures = os.path.join(self.dir, 'failures.jsonl')
@@ -175,6 +192,8 @@ def sandbox():
 
 @pytest.fixture
 def fresh(sandbox):
-    """The sandbox reset to its seeded release state before the test."""
+    """The sandbox reset to its seeded release and data before the test, and its data after."""
     sandbox.reset()
-    return sandbox
+    sandbox.reset_database()
+    yield sandbox
+    sandbox.reset_database()
