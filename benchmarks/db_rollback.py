@@ -67,6 +67,10 @@ class BenchError(RuntimeError):
     pass
 
 
+# Our ways: offline, swap (the default: no scale to zero), swap with the app scaled to zero around it.
+MODES = ("offline", "swap", "swap_stop")
+
+
 def log(msg: str) -> None:
     print(f"[{datetime.datetime.now(datetime.timezone.utc):%H:%M:%S}] {msg}", flush=True)
 
@@ -324,9 +328,11 @@ def runbook_way(sb: Sandbox, prober: Prober, workdir: Path) -> dict[str, Any]:
             raise BenchError(f"psql exited {done.returncode}: {done.stderr[-500:]!r}")
         return done.stderr.decode(errors="replace")
     errors = timed("psql_restore", psql)
-    count = timed("select_count", lambda: subprocess.run(
-        [sb.bin("psql"), "-X", "-At", "-d", sb.database, "-c", "SELECT COUNT(*) FROM public.bot_messages;"],
-        env=env, capture_output=True, text=True, check=True).stdout.strip())
+    def select_count():
+        return subprocess.run(
+            [sb.bin("psql"), "-X", "-At", "-d", sb.database, "-c", "SELECT COUNT(*) FROM public.bot_messages;"],
+            env=env, capture_output=True, text=True, check=True).stdout.strip()
+    count = timed("select_count", select_count)
     timed("scale_to_3", lambda: sb.scale(3))
     recovered = sb.wait_healthy(prober)
     t1 = time.monotonic()
@@ -533,7 +539,7 @@ def print_report(result: dict[str, Any]) -> None:
         rows.append(("runbook: pg_dump > .sql; psql < .sql", rb.get("backup_s"), rb.get("plain_sql_bytes"),
                      rb.get("restore_s"), rb.get("total_s"), rb.get("prober")))
     bp = ours.get("backup_playbook") or {}
-    for mode in ("offline", "swap"):
+    for mode in MODES:
         r = ours.get(mode)
         if r:
             rows.append((f"ours: rollback.yml mode={mode}", r.get("safety_backup_s"), r.get("safety_backup_bytes"),
@@ -562,7 +568,7 @@ def print_report(result: dict[str, Any]) -> None:
         log(f"in-process compress={v['compress']}: backup {b['s']:.2f} s (pg_dump {b['pg_dump_s']:.2f} s), "
             f"{mib(b['size_bytes'])} = {b['size_bytes'] / rb['plain_sql_bytes']:.3f} x plain SQL; restore jobs=1 "
             f"{fmt(r.get('restore_s'))} s" if rb.get("plain_sql_bytes") else f"in-process compress={v['compress']}: {v}")
-    for mode in ("offline", "swap"):
+    for mode in MODES:
         r = ours.get(mode)
         if r:
             log(f"{mode} pg_restore steps: " + ", ".join(f"{k} {v:.2f}" for k, v in r["pg_restore_steps_s"].items())
@@ -679,10 +685,12 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(Path(b["path"]).parent, ignore_errors=True)
                 ours["compress_variants"].append({"compress": level, "backup": b, "restore": r})
 
-        for mode in ("offline", "swap"):
+        for mode in MODES:
             log(f"ours: rollback.yml mode={mode}")
+            extra = ["rollback_db_stop_app_for_swap=true"] if mode == "swap_stop" else []
             run = run_playbook(sb, workdir, f"rollback-{mode}", "rollback.yml",
-                               ["rollback_scope=db", f"rollback_db_backup={backup_path}", f"rollback_db_mode={mode}"],
+                               ["rollback_scope=db", f"rollback_db_backup={backup_path}",
+                                f"rollback_db_mode={mode.split('_', maxsplit=1)[0]}"] + extra,
                                args.keep_logs)
             ours[mode] = summarize_rollback(run, prober)
             fp = sb.fingerprint()

@@ -173,11 +173,17 @@ def program(bin_dir, name):
     return os.path.join(bin_dir, name) if bin_dir else name
 
 
-def run_client(params, database, argv, step):
-    """Run a client program with libpq settings in its environment; stdout, or OpsError."""
+def run_client(params, database, argv, step, session_options=None):
+    """Run a client program with libpq settings in its environment; stdout, or OpsError.
+
+    session_options (GUC name -> value) are added to PGOPTIONS for that program's session.
+    """
+    env = libpq_env(params, database=database)
+    if session_options:
+        extra = ' '.join('-c %s=%s' % (name, value) for name, value in sorted(session_options.items()))
+        env['PGOPTIONS'] = (env.get('PGOPTIONS', '') + ' ' + extra).strip()
     try:
-        done = subprocess.run(argv, env=libpq_env(params, database=database), capture_output=True,
-                              text=True, check=False)
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     except OSError as err:
         raise OpsError('%s: cannot run %s: %s' % (step, argv[0], err))
     if done.returncode != 0:
@@ -214,8 +220,9 @@ class Restore:
     """One restore of `src` over `database`; see restore() for the steps."""
 
     def __init__(self, params, database, src, bin_dir=None, maintenance_database='postgres',
-                 clock=time.time):
+                 clock=time.time, maintenance_work_mem='512MB'):
         self.params = params
+        self.maintenance_work_mem = maintenance_work_mem
         self.database = database
         self.src = src
         self.bin_dir = bin_dir
@@ -266,7 +273,18 @@ class Restore:
             else:
                 argv.append('--single-transaction')
             argv.append(self.src)
-        run_client(self.params, scratch, argv, 'restore into scratch database %s' % scratch)
+        # The scratch database is new and nobody reads it yet: index builds may use more
+        # memory, and commits need not wait for the WAL flush (a crash just fails the restore).
+        run_client(self.params, scratch, argv, 'restore into scratch database %s' % scratch,
+                   session_options=dict(maintenance_work_mem=self.maintenance_work_mem, synchronous_commit='off'))
+
+    def analyze(self, database):
+        """Planner statistics; they survive the rename, so the swap does not wait for them."""
+        conn = connect(self.params, database=database)
+        try:
+            conn.execute('ANALYZE')
+        finally:
+            conn.close()
 
     def validate(self, scratch, expected_rows, verify_queries):
         """Row counts against the manifest and the caller's queries; returns what was checked."""
@@ -347,7 +365,7 @@ class Restore:
 
 def current_step(job):
     done = [entry['step'] for entry in job.steps]
-    for name in ('verify', 'restore', 'validate', 'swap'):
+    for name in ('verify', 'restore', 'validate', 'analyze', 'swap'):
         if name not in done:
             return name
     return 'analyze'
@@ -358,7 +376,7 @@ PHASES = ('all', 'prepare', 'swap')
 
 def restore(params, database, src, confirm=False, jobs=None, verify_queries=None, keep_previous=1,
             bin_dir=None, allow_other_database=False, maintenance_database='postgres', check_mode=False,
-            phase='all', scratch_database=None):
+            phase='all', scratch_database=None, maintenance_work_mem='512MB'):
     """Verify src, restore it into a scratch database, validate, then swap it in for database.
 
     phase 'prepare' stops after validation and leaves the scratch database (the app keeps
@@ -366,7 +384,8 @@ def restore(params, database, src, confirm=False, jobs=None, verify_queries=None
     (the only moment the app needs to be stopped). 'all' does both.
     """
     timer = Timer()
-    job = Restore(params, database, src, bin_dir=bin_dir, maintenance_database=maintenance_database)
+    job = Restore(params, database, src, bin_dir=bin_dir, maintenance_database=maintenance_database,
+                  maintenance_work_mem=maintenance_work_mem)
     result = dict(changed=False, database=database, src=src, phase=phase, steps=job.steps)
     try:
         if phase == 'swap':
@@ -414,6 +433,9 @@ def _prepare_phase(job, result, confirm, jobs, verify_queries, allow_other_datab
         started = time.monotonic()
         result['row_counts'] = job.validate(scratch, backup['expected_rows'], verify_queries)
         job.step('validate', started)
+        started = time.monotonic()
+        job.analyze(scratch)
+        job.step('analyze', started)
     except (OpsError,) + DATABASE_ERRORS as err:
         job.drop(scratch)
         if isinstance(err, OpsError):
@@ -445,12 +467,5 @@ def _swap_phase(job, result, scratch, confirm, keep_previous, check_mode):
     job.swap(scratch, previous)
     job.step('swap', started)
     result['changed'] = True
-    started = time.monotonic()
-    conn = connect(job.params, database=job.database)
-    try:
-        conn.execute('ANALYZE')
-    finally:
-        conn.close()
-    job.step('analyze', started)
     job.stamp = stamp
     result['dropped_previous'] = job.prune(previous, keep_previous)

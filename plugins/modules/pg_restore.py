@@ -17,9 +17,9 @@ description:
     with pg_dump's completion line (plain SQL).
   - Restores into a scratch database beside the live one (C(<db>__restore_<stamp>)), with
     C(pg_restore --exit-on-error) or, for plain SQL, C(psql) with C(ON_ERROR_STOP) in one transaction.
-  - Validates the copy - row counts against the manifest and any O(verify_queries) - and only then
-    swaps by rename - new connections blocked, sessions on the live database ended, live renamed to
-    C(<db>__pre_restore_<stamp>), scratch renamed to live - and runs C(ANALYZE).
+  - Validates the copy - row counts against the manifest and any O(verify_queries) - runs C(ANALYZE)
+    on it, and only then swaps by rename - new connections blocked, sessions on the live database
+    ended, live renamed to C(<db>__pre_restore_<stamp>), scratch renamed to live.
   - The old database is kept (O(keep_previous) copies), so the swap can be undone by renaming back.
     Any failure before the swap drops the scratch database and leaves the live one untouched; the
     message names the step.
@@ -85,6 +85,12 @@ options:
   scratch_database:
     description: The scratch database phase V(prepare) returned, for phase V(swap).
     type: str
+  maintenance_work_mem:
+    description:
+      - C(maintenance_work_mem) for the restore session into the scratch database (index builds);
+        the restore also runs with C(synchronous_commit=off), since nothing reads the copy yet.
+    type: str
+    default: 512MB
 seealso:
   - module: hotelbot.ops.pg_backup
   - module: hotelbot.ops.pg_check
@@ -137,7 +143,7 @@ row_counts:
   returned: success
   type: dict
 steps:
-  description: Each step done (verify, restore, validate, swap, analyze) with its seconds.
+  description: Each step done (verify, restore, validate, analyze, swap) with its seconds.
   returned: always
   type: list
   elements: dict
@@ -172,6 +178,7 @@ def main():
         bin_dir=dict(type='path'),
         phase=dict(type='str', choices=['all', 'prepare', 'swap'], default='all'),
         scratch_database=dict(type='str'),
+        maintenance_work_mem=dict(type='str', default='512MB'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[('phase', 'swap', ['scratch_database'])])
@@ -183,7 +190,7 @@ def main():
         p, p['database'], p['src'], confirm=p['confirm'], jobs=p['jobs'], verify_queries=p['verify_queries'],
         keep_previous=p['keep_previous'], bin_dir=p['bin_dir'], allow_other_database=p['allow_other_database'],
         maintenance_database=p['maintenance_database'], check_mode=module.check_mode,
-        phase=p['phase'], scratch_database=p['scratch_database']))
+        phase=p['phase'], scratch_database=p['scratch_database'], maintenance_work_mem=p['maintenance_work_mem']))
 
 
 if __name__ == '__main__':

@@ -83,7 +83,7 @@ def test_restore_swaps_in_the_backup_and_keeps_the_old_database(live, tmp_path):
     assert result['changed'] and result['row_counts'] == {'public.msgs': 500}
     assert fingerprint(live)[0] == 500
     assert fingerprint(live, result['previous_database']) == before
-    assert [s['step'] for s in result['steps']] == ['verify', 'restore', 'validate', 'swap', 'analyze']
+    assert [s['step'] for s in result['steps']] == ['verify', 'restore', 'validate', 'analyze', 'swap']
     assert not [d for d in databases(live) if '__restore_' in d]
 
 
@@ -203,7 +203,7 @@ def test_prepare_then_swap(live, tmp_path):
     swapped = restore(params(live), DB, backup, phase='swap', scratch_database=scratch, confirm=True)
     assert fingerprint(live)[0] == 300 and fingerprint(live, swapped['previous_database'])[0] == 3
     assert scratch not in databases(live)
-    assert [s['step'] for s in prepared['steps'] + swapped['steps']] == ['verify', 'restore', 'validate', 'swap', 'analyze']
+    assert [s['step'] for s in prepared['steps'] + swapped['steps']] == ['verify', 'restore', 'validate', 'analyze', 'swap']
     with pytest.raises(OpsError, match='does not exist'):
         restore(params(live), DB, backup, phase='swap', scratch_database=scratch, confirm=True)
 
