@@ -58,15 +58,16 @@ def damage(sandbox):
         conn.execute("UPDATE public.bot_messages SET body = 'corrupted' WHERE id % 5 = 0")
 
 
-@pytest.mark.parametrize('mode', ['swap', 'offline'])
-def test_database_rollback_restores_the_backup_and_keeps_the_damaged_copy(db_fresh, mode):
+@pytest.mark.parametrize('mode, stop_app', [('swap', False), ('swap', True), ('offline', False)])
+def test_database_rollback_restores_the_backup_and_keeps_the_damaged_copy(db_fresh, mode, stop_app):
     good = fingerprint(db_fresh)
     backup = take_backup(db_fresh)
     damage(db_fresh)
     damaged = fingerprint(db_fresh)
     assert damaged != good
+    control.reset_calls(db_fresh.dir)
     run = db_fresh.playbook('-e', 'rollback_scope=db', '-e', 'rollback_db_backup=%s' % backup,
-                            '-e', 'rollback_db_mode=%s' % mode)
+                            '-e', 'rollback_db_mode=%s' % mode, '-e', 'rollback_db_stop_app_for_swap=%s' % stop_app)
     assert run.returncode == 0, run.stdout + run.stderr
     assert fingerprint(db_fresh) == good
     kept = [d for d in databases(db_fresh) if d.startswith(DB + '__pre_restore_')]
@@ -77,6 +78,9 @@ def test_database_rollback_restores_the_backup_and_keeps_the_damaged_copy(db_fre
     svc = db_fresh.describe()
     assert svc['desiredCount'] == svc['runningCount'] == 3
     assert db_fresh.bot()[0] == 200
+    # the app was scaled (down and back) only when asked to be, or in offline mode
+    scaled = db_fresh.calls().get('ecs:UpdateService', 0)
+    assert scaled == (2 if stop_app or mode == 'offline' else 0)
 
 
 def test_a_damaged_backup_is_refused_in_preflight_and_nothing_changes(db_fresh):
