@@ -328,6 +328,7 @@ def runbook_way(sb: Sandbox, prober: Prober, workdir: Path) -> dict[str, Any]:
             raise BenchError(f"psql exited {done.returncode}: {done.stderr[-500:]!r}")
         return done.stderr.decode(errors="replace")
     errors = timed("psql_restore", psql)
+
     def select_count():
         return subprocess.run(
             [sb.bin("psql"), "-X", "-At", "-d", sb.database, "-c", "SELECT COUNT(*) FROM public.bot_messages;"],
