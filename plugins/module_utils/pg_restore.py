@@ -24,6 +24,7 @@ import time
 import zlib
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import checksum, file_sha256, tree_files
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, identifier, libpq_env
 
 try:
@@ -36,40 +37,13 @@ except ImportError:  # pragma: no cover - reported by require_psycopg
 
 PLAIN_DUMP_END = b'-- PostgreSQL database dump complete'
 MAX_IDENTIFIER = 63
-CHUNK = 1024 * 1024
 
 
 # --------------------------------------------------------------------------- the backup
 
-def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(CHUNK), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tree_files(path):
-    """Relative paths of every file under a directory, sorted."""
-    found = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        found.extend(os.path.relpath(os.path.join(root, name), path) for name in files)
-    return sorted(found)
-
-
 def sha256_of(path):
-    """The backup's sha256 as pg_backup records it.
-
-    A file: its own sha256. A directory-format dump: the sha256 of its sidecar listing,
-    one sha256sum line '<hex>  <dir name>/<relative path>' per file, sorted.
-    """
-    if not os.path.isdir(path):
-        return file_sha256(path)
-    name = os.path.basename(path.rstrip('/'))
-    listing = ''.join('%s  %s/%s\n' % (file_sha256(os.path.join(path, rel)), name, rel.replace(os.sep, '/'))
-                      for rel in tree_files(path))
-    return hashlib.sha256(listing.encode('utf-8')).hexdigest()
+    """The backup's sha256 as pg_backup records it (for a directory: of its sidecar listing)."""
+    return checksum(path, os.path.basename(path.rstrip('/')))[0]
 
 
 def verify_checksum(path):
