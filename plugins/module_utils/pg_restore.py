@@ -19,13 +19,13 @@ import datetime
 import hashlib
 import json
 import os
-import subprocess
 import time
 import zlib
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import checksum, file_sha256, tree_files
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, identifier, libpq_env
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_load import ParallelLoad
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, identifier, program, run_client
 
 try:
     import psycopg
@@ -128,7 +128,7 @@ def verify_backup(path, database, params, bin_dir, allow_other_database=False):
         raise OpsError('verify: %s is a backup of database %r, not %r; set allow_other_database to restore '
                        'it anyway' % (path, source, database))
     fmt = detect_format(path, manifest)
-    toc_entries = None
+    toc_entries = listing = None
     if fmt == 'plain':
         if not plain_dump_complete(path):
             raise OpsError('verify: %s does not end with pg_dump\'s completion line: truncated plain dump' % path)
@@ -137,34 +137,11 @@ def verify_backup(path, database, params, bin_dir, allow_other_database=False):
         toc_entries = sum(1 for line in listing.splitlines() if line and not line.startswith(';'))
         if not toc_entries:
             raise OpsError('verify: the TOC of %s is empty' % path)
-    return dict(format=fmt, sha256=actual, manifest=manifest, toc_entries=toc_entries,
+    return dict(format=fmt, sha256=actual, manifest=manifest, toc_entries=toc_entries, listing=listing,
                 expected_rows=manifest_row_counts(manifest))
 
 
 # --------------------------------------------------------------------------- helpers
-
-def program(bin_dir, name):
-    return os.path.join(bin_dir, name) if bin_dir else name
-
-
-def run_client(params, database, argv, step, session_options=None):
-    """Run a client program with libpq settings in its environment; stdout, or OpsError.
-
-    session_options (GUC name -> value) are added to PGOPTIONS for that program's session.
-    """
-    env = libpq_env(params, database=database)
-    if session_options:
-        extra = ' '.join('-c %s=%s' % (name, value) for name, value in sorted(session_options.items()))
-        env['PGOPTIONS'] = (env.get('PGOPTIONS', '') + ' ' + extra).strip()
-    try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-    except OSError as err:
-        raise OpsError('%s: cannot run %s: %s' % (step, argv[0], err))
-    if done.returncode != 0:
-        tail = ' | '.join(line for line in done.stderr.strip().splitlines()[-5:])
-        raise OpsError('%s failed (exit %s): %s' % (step, done.returncode, tail or 'no error output'))
-    return done.stdout
-
 
 def scratch_name(database, stamp, kind):
     """<database>__<kind>_<stamp>, shortened with a hash to PostgreSQL's 63-byte limit."""
@@ -176,6 +153,11 @@ def scratch_name(database, stamp, kind):
     keep = MAX_IDENTIFIER - len(suffix.encode()) - len(tag) - 1
     head = database.encode()[:keep].decode('utf-8', 'ignore')
     return '%s_%s%s' % (head, tag, suffix)
+
+
+# Set on a scratch database once it validated: a scratch database without it, found while we
+# hold the restore lock, is what a killed or failed run left behind.
+VALIDATED_MARK = 'hotelbot.ops: validated restore'
 
 
 def first_line(err):
@@ -233,24 +215,41 @@ class Restore:
             identifier(scratch), identifier(owner), sql.Literal(encoding), sql.Literal(collate),
             sql.Literal(ctype)))
 
+    def leftovers(self, scratch):
+        """Scratch databases of this database that never validated (a killed or failed run's)."""
+        prefix = scratch[:-len(self.stamp)]
+        rows = self.admin_exec(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s) "
+            "AND coalesce(shobj_description(oid, 'pg_database'), '') NOT LIKE %s ORDER BY datname",
+            (prefix, VALIDATED_MARK + '%'))
+        return [name for (name,) in rows]
+
+    def mark_validated(self, scratch):
+        self.admin_exec(sql.SQL('COMMENT ON DATABASE {} IS {}').format(
+            identifier(scratch), sql.Literal('%s of %s at %s' % (VALIDATED_MARK, self.src, self.stamp))))
+
     def drop(self, name):
         self.admin_exec(sql.SQL('DROP DATABASE IF EXISTS {} WITH (FORCE)').format(identifier(name)))
 
-    def load(self, scratch, fmt, jobs):
-        if fmt == 'plain':
-            argv = [program(self.bin_dir, 'psql'), '-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction',
-                    '-f', self.src]
-        else:
-            argv = [program(self.bin_dir, 'pg_restore'), '--exit-on-error', '--dbname', scratch]
-            if jobs and jobs > 1:
-                argv += ['--jobs', str(jobs)]
-            else:
-                argv.append('--single-transaction')
-            argv.append(self.src)
-        # The scratch database is new and nobody reads it yet: index builds may use more
-        # memory, and commits need not wait for the WAL flush (a crash just fails the restore).
-        run_client(self.params, scratch, argv, 'restore into scratch database %s' % scratch,
-                   session_options=dict(maintenance_work_mem=self.maintenance_work_mem, synchronous_commit='off'))
+    def load(self, scratch, backup, jobs):
+        """Restore into the (new, empty) scratch database; returns how it was loaded."""
+        # Nobody reads the scratch database yet: index builds may use more memory, and
+        # commits need not wait for the WAL flush (a crash just fails the restore).
+        session = dict(maintenance_work_mem=self.maintenance_work_mem, synchronous_commit='off')
+        step = 'restore into scratch database %s' % scratch
+        if backup['format'] == 'plain':
+            run_client(self.params, scratch, [program(self.bin_dir, 'psql'), '-X', '-q', '-v', 'ON_ERROR_STOP=1',
+                                              '--single-transaction', '-f', self.src], step, session_options=session)
+            return dict(method='psql --single-transaction', jobs=1)
+        if jobs and jobs > 1:
+            # The scratch database is dropped if anything fails, so the load need not be one
+            # transaction: big tables are split over `jobs` COPY connections (see pg_load).
+            tables = ParallelLoad(self.params, scratch, self.src, bin_dir=self.bin_dir, workers=jobs,
+                                  session_options=session).run(backup['listing'])
+            return dict(method='parallel copy', jobs=jobs, tables=tables)
+        run_client(self.params, scratch, [program(self.bin_dir, 'pg_restore'), '--exit-on-error', '--single-transaction',
+                                          '--dbname', scratch, self.src], step, session_options=session)
+        return dict(method='pg_restore --single-transaction', jobs=1)
 
     def analyze(self, database):
         """Planner statistics; they survive the rename, so the swap does not wait for them."""
@@ -294,6 +293,8 @@ class Restore:
     def swap(self, scratch, previous):
         """Make scratch live; the live database becomes `previous`. Undone if the second rename fails."""
         live = identifier(self.database)
+        comment = self.admin_exec("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                                  (self.database,))[0][0]
         self.admin_exec(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS false').format(live))
         try:
             self.admin_exec('SELECT pg_terminate_backend(pid) FROM pg_stat_activity '
@@ -309,7 +310,9 @@ class Restore:
             self.admin_exec(sql.SQL('ALTER DATABASE {} RENAME TO {}').format(identifier(previous), live))
             self.admin_exec(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(live))
             raise
-        # The kept copy stays connectable, for inspection or to swap back.
+        # The live database keeps its own comment (not our mark); the kept copy stays
+        # connectable, for inspection or to swap back.
+        self.admin_exec(sql.SQL('COMMENT ON DATABASE {} IS {}').format(live, sql.Literal(comment)))
         self.admin_exec(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(identifier(previous)))
 
     def wait_disconnected(self, name, timeout=10.0):
@@ -348,7 +351,7 @@ def current_step(job):
 PHASES = ('all', 'prepare', 'swap')
 
 
-def restore(params, database, src, confirm=False, jobs=None, verify_queries=None, keep_previous=1,
+def restore(params, database, src, confirm=False, jobs=2, verify_queries=None, keep_previous=1,
             bin_dir=None, allow_other_database=False, maintenance_database='postgres', check_mode=False,
             phase='all', scratch_database=None, maintenance_work_mem='512MB'):
     """Verify src, restore it into a scratch database, validate, then swap it in for database.
@@ -390,25 +393,32 @@ def _prepare_phase(job, result, confirm, jobs, verify_queries, allow_other_datab
     job.open_admin()
     scratch = scratch_name(job.database, job.stamp, 'restore')
     result.update(scratch_database=scratch, previous_database=scratch_name(job.database, job.stamp, 'pre_restore'))
+    result['dropped_leftovers'] = job.leftovers(scratch)
     if check_mode:
         result.update(changed=True, msg='would restore %s into %s and validate it%s; the live database would '
                                         'be kept as %s' % (job.src, scratch, ', then swap it in'
                                                            if result['phase'] == 'all' else '',
-                                                           result['previous_database']))
+                                                           result['previous_database'])
+                      + ('; it would drop %s, left by an earlier run that did not finish'
+                         % ', '.join(result['dropped_leftovers']) if result['dropped_leftovers'] else ''))
         return
     if not confirm and result['phase'] == 'all':
         raise OpsError('restoring over %r replaces the live database: set confirm: true (the backup '
                        'verified; nothing was touched)' % job.database)
+    for name in result['dropped_leftovers']:
+        job.drop(name)
+        result['changed'] = True
     started = time.monotonic()
     job.create_scratch(scratch)
     try:
-        job.load(scratch, backup['format'], jobs)
+        result['load'] = job.load(scratch, backup, jobs)
         job.step('restore', started)
         started = time.monotonic()
         result['row_counts'] = job.validate(scratch, backup['expected_rows'], verify_queries)
         job.step('validate', started)
         started = time.monotonic()
         job.analyze(scratch)
+        job.mark_validated(scratch)
         job.step('analyze', started)
     except (OpsError,) + DATABASE_ERRORS as err:
         job.drop(scratch)
@@ -424,8 +434,13 @@ def _swap_phase(job, result, scratch, confirm, keep_previous, check_mode):
         raise OpsError('phase swap needs scratch_database (returned by phase prepare)')
     if job.admin is None:
         job.open_admin()
-    if not job.admin_exec('SELECT 1 FROM pg_database WHERE datname = %s', (scratch,)):
+    found = job.admin_exec("SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database "
+                           "WHERE datname = %s", (scratch,))
+    if not found:
         raise OpsError('swap: scratch database %r does not exist (was phase prepare run?)' % scratch)
+    if not found[0][0].startswith(VALIDATED_MARK):
+        raise OpsError('swap: scratch database %r never passed validation (a run that did not finish?); '
+                       'it is not swapped in' % scratch)
     # The prepared copy carries its stamp; the kept live copy gets the same one.
     stamp = scratch[-len(job.stamp):]
     previous = scratch[:-len(job.stamp)].replace('__restore_', '__pre_restore_') + stamp

@@ -14,10 +14,11 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import subprocess
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, hide
 
 try:
     import psycopg
@@ -108,6 +109,42 @@ def libpq_env(params, database=None, base=None):
                        'PostgreSQL client programs; supported: %s'
                        % (', '.join(sorted(unknown)), ', '.join(sorted(EXTRA_ENV))))
     return env
+
+
+def session_env(env, session_options):
+    """env with session settings (GUC name -> value) added to PGOPTIONS."""
+    if session_options:
+        extra = ' '.join('-c %s=%s' % (name, value) for name, value in sorted(session_options.items()))
+        env['PGOPTIONS'] = (env.get('PGOPTIONS', '') + ' ' + extra).strip()
+    return env
+
+
+def program(bin_dir, name):
+    return os.path.join(bin_dir, name) if bin_dir else name
+
+
+def run_client(params, database, argv, step, session_options=None):
+    """Run a client program with libpq settings in its environment; stdout, or OpsError.
+
+    session_options (GUC name -> value) are added to PGOPTIONS for that program's session.
+    """
+    env = session_env(libpq_env(params, database=database), session_options)
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    except OSError as err:
+        raise OpsError('%s: cannot run %s: %s' % (step, argv[0], err))
+    if done.returncode != 0:
+        tail = ' | '.join(line for line in done.stderr.strip().splitlines()[-5:])
+        raise OpsError('%s failed (exit %s): %s' % (step, done.returncode, tail or 'no error output'))
+    return done.stdout
+
+
+def prepare_module(module):
+    """What every PostgreSQL module does first: psycopg present, libpq secrets kept out of output."""
+    require_psycopg(module)
+    # a password passed as a libpq parameter is as secret as the password option
+    extra = module.params.get('connect_params') or {}
+    hide(module, extra.get('password'), extra.get('sslpassword'))
 
 
 def require_psycopg(module):

@@ -242,7 +242,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import backup, backup_argument_spec
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import require_psycopg
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import prepare_module
 
 
 def main():
@@ -252,7 +252,7 @@ def main():
         mutually_exclusive=[('dest', 'path')],
         required_one_of=[('dest', 'path')],
     )
-    require_psycopg(module)
+    prepare_module(module)
     run(module, lambda: backup(module.params, check_mode=module.check_mode))
 
 

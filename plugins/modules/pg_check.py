@@ -243,17 +243,14 @@ elapsed_s:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_check import argument_spec, check
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import require_psycopg
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import prepare_module
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    require_psycopg(module)
-    # a password passed as a libpq parameter is as secret as the password option
-    extra = module.params['connect_params'] or {}
-    hide(module, extra.get('password'), extra.get('sslpassword'))
+    prepare_module(module)
     run(module, lambda: check(module.params))
 
 

@@ -15,15 +15,21 @@ description:
   - Refuses to start unless the backup's sha256 matches its C(.sha256) sidecar, its manifest reads
     and names this database, and its table of contents reads (custom/directory format) or it ends
     with pg_dump's completion line (plain SQL).
-  - Restores into a scratch database beside the live one (C(<db>__restore_<stamp>)), with
-    C(pg_restore --exit-on-error) or, for plain SQL, C(psql) with C(ON_ERROR_STOP) in one transaction.
+  - Restores into a scratch database beside the live one (C(<db>__restore_<stamp>)). Custom and
+    directory archives are loaded in parallel (see O(jobs)) - each table's rows, read from the
+    archive by C(pg_restore), are split over several C(COPY) connections, then indexes and
+    constraints are built with C(pg_restore --jobs) - or, with O(jobs=1), by C(pg_restore
+    --exit-on-error --single-transaction). Plain SQL runs with C(psql) and C(ON_ERROR_STOP) in one
+    transaction.
   - Validates the copy - row counts against the manifest and any O(verify_queries) - runs C(ANALYZE)
     on it, and only then swaps by rename - new connections blocked, sessions on the live database
     ended, live renamed to C(<db>__pre_restore_<stamp>), scratch renamed to live.
   - The old database is kept (O(keep_previous) copies), so the swap can be undone by renaming back.
     Any failure before the swap drops the scratch database and leaves the live one untouched; the
     message names the step.
-  - One restore per database at a time (an advisory lock); a second one is refused.
+  - One restore per database at a time (an advisory lock); a second one is refused. A scratch
+    database that never validated, found while holding that lock, is what a killed or failed run
+    left behind; it is dropped (RV(dropped_leftovers)). Phase V(swap) only swaps in a copy that validated.
   - The connecting role needs C(CREATEDB) and must own the database (or be superuser) to rename it
     and end its sessions.
 author:
@@ -49,9 +55,16 @@ options:
     type: bool
     default: false
   jobs:
-    description: Parallel restore jobs for custom/directory format (C(pg_restore --jobs)); 1 restores in one transaction.
+    description:
+      - Connections for restoring a custom or directory archive. With 2 or more, a table's data goes
+        through up to O(jobs) C(COPY) connections at once (a second one starts when the table has sent
+        8 MiB, so small tables use one), and indexes and constraints are built O(jobs) at a time. The load
+        is not one transaction, which is safe because it goes into the scratch database, which is dropped
+        if anything fails.
+      - 1 restores with C(pg_restore --single-transaction).
+      - More jobs than the server has cores only adds contention.
     type: int
-    default: 1
+    default: 2
   verify_queries:
     description: SQL queries run on the restored copy before the swap; each must return C(true) in its first column.
     type: list
@@ -138,6 +151,13 @@ expected_rows:
   description: Row counts the manifest records.
   returned: when the backup verified
   type: dict
+load:
+  description: How the data went in - C(method) (V(parallel copy), V(pg_restore --single-transaction) or
+    V(psql --single-transaction)), C(jobs), and for the parallel copy one entry per table with its C(mode)
+    (V(copy), or V(pg_restore) for table data that is not a COPY) and the C(connections) it used.
+  returned: after a restore into the scratch database
+  type: dict
+  sample: {method: parallel copy, jobs: 2, tables: [{table: public.bot_messages, mode: copy, connections: 2}]}
 row_counts:
   description: Row counts found in the restored copy (equal to RV(expected_rows), or the restore failed).
   returned: success
@@ -147,6 +167,12 @@ steps:
   returned: always
   type: list
   elements: dict
+dropped_leftovers:
+  description: Scratch databases of this database left by an earlier run that never validated; dropped
+    (in check mode, would be dropped).
+  returned: when the backup verified
+  type: list
+  elements: str
 dropped_previous:
   description: Older C(__pre_restore_) copies dropped by O(keep_previous).
   returned: success
@@ -162,7 +188,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_restore import restore
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec, require_psycopg
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec, prepare_module
 
 
 def main():
@@ -170,7 +196,7 @@ def main():
     argument_spec.update(
         src=dict(type='path', required=True),
         confirm=dict(type='bool', default=False),
-        jobs=dict(type='int', default=1),
+        jobs=dict(type='int', default=2),
         verify_queries=dict(type='list', elements='str', default=[]),
         keep_previous=dict(type='int', default=1),
         allow_other_database=dict(type='bool', default=False),
@@ -182,7 +208,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[('phase', 'swap', ['scratch_database'])])
-    require_psycopg(module)
+    prepare_module(module)
     p = module.params
     if p['jobs'] < 1 or p['keep_previous'] < 0:
         module.fail_json(msg='jobs must be at least 1 and keep_previous at least 0')

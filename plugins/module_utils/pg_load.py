@@ -1,0 +1,294 @@
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Parallel restore of an archive (custom or directory format) into a new, empty database.
+
+pg_restore --jobs parallelises across objects only: one big table is still one COPY
+stream, parsed by one server backend on one core, and that is most of a restore. The
+scratch database lets us do better. Nobody reads it, it is dropped if anything fails, so
+the data does not need to go in as one transaction: each table's COPY stream (from
+pg_restore itself, so every archive format and compression pg_restore reads works) is
+cut at row boundaries and fanned out to `workers` connections, each running its own COPY
+into the same table. Then the post-data section (indexes, constraints, triggers) runs
+with pg_restore --jobs.
+
+The order is pg_restore's own: pre-data, data, post-data. Data entries other than table
+data (sequence values, large objects) go through pg_restore unchanged, and so does any
+table data that is not a COPY (an archive made with --inserts). Memory stays flat: at
+most a few blocks per worker are in flight.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import re
+import subprocess
+import tempfile
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import libpq_env, program, run_client, session_env
+
+BLOCK_BYTES = 1 << 20
+# A table gets a second (third...) COPY connection once this much of it has been sent.
+SPREAD_AFTER_BYTES = 8 << 20
+TABLE_DATA = re.compile(r'^\d+; \d+ \d+ TABLE DATA ')
+# Session settings pg_restore's script output starts with; applied to every loader connection.
+SESSION_SET = re.compile(r"^SET ([a-z_]+) = ('[^'\\;]*'|[A-Za-z0-9_.-]+);$")
+COPY_STATEMENT = re.compile(r'^COPY .+ FROM stdin;$')
+END_OF_DATA = b'\\.\n'
+
+
+def toc_lines(listing):
+    """The entries of `pg_restore --list` output (comment lines dropped)."""
+    return [line for line in listing.splitlines() if line.strip() and not line.startswith(';')]
+
+
+def split_toc(listing):
+    """(table data entries, every other entry) of a TOC listing."""
+    lines = toc_lines(listing)
+    return [line for line in lines if TABLE_DATA.match(line)], [line for line in lines if not TABLE_DATA.match(line)]
+
+
+def entry_name(line):
+    """'public bot_messages' from '3364; 0 16418 TABLE DATA public bot_messages hotelbot'."""
+    rest = TABLE_DATA.sub('', line).rsplit(' ', 1)[0]
+    return rest.replace(' ', '.', 1)
+
+
+def end_of_data(block):
+    """Offset of the end-of-data line ('\\.') in a block of whole lines, or -1."""
+    if block.startswith(END_OF_DATA):
+        return 0
+    found = block.find(b'\n' + END_OF_DATA)
+    return found + 1 if found >= 0 else -1
+
+
+class Sink:
+    """One `psql -c 'COPY ... FROM STDIN'` process; rows are written to its stdin."""
+
+    def __init__(self, argv, env):
+        self.errors = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=self.errors, bufsize=0)
+        self.fd = self.process.stdin.fileno()
+        _grow_pipe(self.fd)
+        self.sent = 0
+
+    def write(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        self.sent += len(data)
+
+    def finish(self):
+        """Close the stream and wait: (exit status, last lines of psql's errors)."""
+        try:
+            self.process.stdin.close()
+        except OSError:
+            pass
+        status = self.process.wait()
+        self.errors.seek(0)
+        tail = ' | '.join(self.errors.read().decode('utf-8', 'replace').strip().splitlines()[-3:])
+        self.errors.close()
+        return status, tail
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+        self.finish()
+
+
+def _grow_pipe(fd):
+    """Ask for 1 MiB pipe buffers (Linux): fewer wake-ups between the processes."""
+    try:
+        import fcntl
+        fcntl.fcntl(fd, getattr(fcntl, 'F_SETPIPE_SZ', 1031), BLOCK_BYTES)
+    except (ImportError, OSError, ValueError):
+        pass
+
+
+class CopyReader:
+    """pg_restore's script output for one TABLE DATA entry: a header, the COPY line, rows, '\\.'."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.settings = {}
+        self.statement = None
+        self.pending = b''
+        self.done = False
+
+    def read_header(self):
+        """Read up to the COPY line; False if the entry is not a COPY (nothing was loaded then)."""
+        data = b''
+        while True:
+            cut = data.find(b'\n')
+            if cut < 0:
+                chunk = os.read(self.fd, BLOCK_BYTES)
+                if not chunk:
+                    return False
+                data += chunk
+                continue
+            line, data = data[:cut].decode('utf-8', 'replace'), data[cut + 1:]
+            setting = SESSION_SET.match(line)
+            if setting:
+                self.settings[setting.group(1)] = setting.group(2).strip("'")
+            elif COPY_STATEMENT.match(line):
+                self.statement = line[:-1]
+                self.pending = data
+                return True
+            elif line and not line.startswith(('--', '\\', 'SELECT pg_catalog.set_config(')):
+                return False
+
+    def blocks(self):
+        """Blocks of whole rows, about BLOCK_BYTES each, until the end-of-data line."""
+        parts, size = [self.pending], len(self.pending)
+        while not self.done:
+            chunk = os.read(self.fd, BLOCK_BYTES)
+            if chunk:
+                parts.append(chunk)
+                size += len(chunk)
+                if size < BLOCK_BYTES:
+                    continue
+            data = b''.join(parts)
+            cut = data.rfind(b'\n') + 1
+            marker = end_of_data(data[:cut])
+            if marker >= 0:
+                self.done = True
+                cut = marker
+            elif not chunk:
+                raise OpsError('the COPY data ended without its end marker (truncated archive?)')
+            parts, size = [data[cut:]], len(data) - cut
+            if cut:
+                yield data[:cut]
+
+    def drain(self):
+        while os.read(self.fd, BLOCK_BYTES):
+            pass
+
+
+def _list_file(lines, directory, name):
+    path = os.path.join(directory, name)
+    with open(path, 'w') as handle:
+        handle.write('\n'.join(lines) + '\n')
+    return path
+
+
+class ParallelLoad:
+    """Restore archive `src` into the empty database `target` with `workers` connections."""
+
+    def __init__(self, params, target, src, bin_dir=None, workers=2, session_options=None):
+        self.params = params
+        self.target = target
+        self.src = src
+        self.bin_dir = bin_dir
+        self.workers = max(2, int(workers))
+        self.session_options = session_options or {}
+        self.tables = []
+
+    def pg_restore(self, *args):
+        return [program(self.bin_dir, 'pg_restore')] + list(args)
+
+    def run(self, listing):
+        table_data, others = split_toc(listing)
+        tmp = tempfile.mkdtemp(prefix='hotelbot-restore-')
+        try:
+            others_list = _list_file(others, tmp, 'others.list')
+            step = 'restore into scratch database %s' % self.target
+            run_client(self.params, self.target, self.pg_restore(
+                '--exit-on-error', '--section=pre-data', '--single-transaction', '-L', others_list,
+                '--dbname', self.target, self.src), step + ' (pre-data)', self.session_options)
+            self.load_tables(table_data, tmp)
+            run_client(self.params, self.target, self.pg_restore(
+                '--exit-on-error', '--section=data', '-L', others_list, '--dbname', self.target, self.src),
+                step + ' (other data)', self.session_options)
+            run_client(self.params, self.target, self.pg_restore(
+                '--exit-on-error', '--section=post-data', '--jobs', str(self.workers), '-L', others_list,
+                '--dbname', self.target, self.src), step + ' (indexes and constraints)', self.session_options)
+        finally:
+            for name in os.listdir(tmp):
+                os.unlink(os.path.join(tmp, name))
+            os.rmdir(tmp)
+        return self.tables
+
+    def load_tables(self, table_data, tmp):
+        for index, line in enumerate(table_data):
+            self.load_table(line, _list_file([line], tmp, 'table-%d.list' % index))
+
+    def sink_env(self, settings):
+        """libpq environment of a COPY sink: the archive's session settings plus ours."""
+        env = libpq_env(self.params, database=self.target)
+        options = dict(self.session_options)
+        for name, value in settings.items():
+            if name == 'client_encoding':
+                env['PGCLIENTENCODING'] = value
+            elif re.match(r'^[A-Za-z0-9_.-]+$', value):
+                options.setdefault(name, value)
+        return session_env(env, options)
+
+    def load_table(self, line, list_file):
+        name = entry_name(line)
+        argv = self.pg_restore('--data-only', '-L', list_file, '-f', '-', self.src)
+        errors = tempfile.TemporaryFile()
+        source = subprocess.Popen(argv, env=libpq_env(self.params, database=self.target), stdout=subprocess.PIPE,
+                                  stderr=errors, bufsize=0)
+        _grow_pipe(source.stdout.fileno())
+        sinks = []
+        try:
+            reader = CopyReader(source.stdout.fileno())
+            if not reader.read_header():
+                source.kill()
+                source.wait()
+                self.fallback(line, list_file, name)
+                return
+            connections = self.fan_out(reader, sinks, name)
+            reader.drain()
+            status = source.wait()
+            if status != 0:
+                errors.seek(0)
+                tail = ' | '.join(errors.read().decode('utf-8', 'replace').strip().splitlines()[-3:])
+                raise OpsError('restore: reading the data of %s from the archive failed (exit %s): %s'
+                               % (name, status, tail or 'no error output'))
+        finally:
+            if source.poll() is None:
+                source.kill()
+                source.wait()
+            source.stdout.close()
+            errors.close()
+            for sink in sinks:
+                sink.kill()
+        self.tables.append(dict(table=name, mode='copy', connections=connections))
+
+    def fan_out(self, reader, sinks, name):
+        """Round-robin blocks to the sinks; a second sink starts once a table proves big."""
+        argv = [program(self.bin_dir, 'psql'), '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', reader.statement]
+        env = self.sink_env(reader.settings)
+        sinks.append(Sink(argv, env))
+        turn = 0
+        started = len(sinks)
+        for block in reader.blocks():
+            if len(sinks) < self.workers and sinks[0].sent >= SPREAD_AFTER_BYTES:
+                sinks.append(Sink(argv, env))
+            try:
+                sinks[turn % len(sinks)].write(block)
+            except OSError:
+                break  # that psql stopped: its status and errors say why, below
+            turn += 1
+            started = len(sinks)
+        failures = []
+        while sinks:
+            sink = sinks.pop()
+            status, tail = sink.finish()
+            if status != 0:
+                failures.append(tail or 'psql exit %s' % status)
+        if failures:
+            raise OpsError('restore: loading %s failed: %s' % (name, failures[0]))
+        return started
+
+    def fallback(self, line, list_file, name):
+        """Table data that is not a COPY (INSERT statements): pg_restore restores that entry."""
+        run_client(self.params, self.target, self.pg_restore(
+            '--exit-on-error', '--data-only', '--single-transaction', '-L', list_file, '--dbname', self.target,
+            self.src), 'restore: the data of %s' % name, self.session_options)
+        self.tables.append(dict(table=name, mode='pg_restore', connections=1))

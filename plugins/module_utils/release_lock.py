@@ -1,0 +1,519 @@
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A release lease in PostgreSQL: one hot-patch or rollback per service at a time.
+
+A lease is one row (name -> owner, purpose, acquired_at, expires_at, ...) in a table
+created on first use. Taking it is one INSERT ... ON CONFLICT DO UPDATE whose WHERE
+only lets the same owner (renewal) or an expired lease through, so of two concurrent
+acquires exactly one gets a row back. Every time comparison uses the server's clock
+(statement_timestamp()), never the caller's.
+
+The pure helpers (durations, messages, validation) are importable without a server;
+acquire()/release() take module params and talk to PostgreSQL through psycopg 3.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import getpass
+import math
+import re
+import socket
+import time
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
+    connect,
+    identifier,
+    postgres_argument_spec,
+)
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError:  # pragma: no cover - require_psycopg() reports it
+    psycopg = None
+    sql = None
+
+DEFAULT_SCHEMA = 'public'
+DEFAULT_TABLE = 'hotelbot_release_locks'
+DEFAULT_TTL = '30m'
+MAX_NAME_LENGTH = 500
+# Polling while waiting for a held lease: first pause, growth factor, longest pause.
+FIRST_POLL_S = 0.5
+POLL_FACTOR = 2.0
+MAX_POLL_S = 5.0
+# A lease row can change between our two reads only under a concurrent delete; retry then.
+RACE_RETRIES = 5
+
+UNITS = dict(s=1, m=60, h=3600, d=86400)
+DURATION_RE = re.compile(r'(\d+(?:\.\d+)?)\s*([smhd])')
+
+COLUMNS = ('name', 'owner', 'purpose', 'acquired_at', 'renewed_at', 'expires_at', 'host', 'os_user',
+           'db_user', 'client_addr')
+
+OWNER_HINT = ("pass owner: a value unique to this run and the same for all its tasks, for example set once "
+              "at the start of the play with set_fact: release_owner: \"{{ lookup('env', 'USER') }}@"
+              "{{ inventory_hostname }}/{{ now(utc=true).strftime('%Y%m%dT%H%M%S') }}\"")
+
+
+def argument_spec():
+    spec = postgres_argument_spec()
+    spec.update(
+        name=dict(type='str', required=True),
+        state=dict(type='str', default='acquired', choices=['acquired', 'released']),
+        owner=dict(type='str'),
+        purpose=dict(type='str', default=''),
+        ttl=dict(type='raw', default=DEFAULT_TTL),
+        wait=dict(type='raw', default=0),
+        renew=dict(type='bool', default=True),
+        fail_when_held=dict(type='bool', default=True),
+        force=dict(type='bool', default=False),
+        schema=dict(type='str', default=DEFAULT_SCHEMA),
+        table=dict(type='str', default=DEFAULT_TABLE),
+    )
+    return spec
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+def parse_duration(value, option='ttl'):
+    """Seconds (float) from 90, 90.5, '90', '90s', '30m', '1h', '1h30m', '2d'; ValueError otherwise."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError('%s must be a number of seconds or a duration like 30m, 1h or 1h30m, not %r'
+                         % (option, value))
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower()
+        try:
+            seconds = float(text)
+        except ValueError:
+            compact = text.replace(' ', '')
+            pos = 0
+            seconds = 0.0
+            seen = set()
+            for match in DURATION_RE.finditer(compact):
+                if match.start() != pos or match.group(2) in seen:
+                    break
+                seen.add(match.group(2))
+                seconds += float(match.group(1)) * UNITS[match.group(2)]
+                pos = match.end()
+            if not compact or pos != len(compact):
+                raise ValueError('%s must be a number of seconds or a duration like 30m, 1h or 1h30m, not %r'
+                                 % (option, value))
+    if not math.isfinite(seconds):
+        raise ValueError('%s must be a finite duration, not %r' % (option, value))
+    return seconds
+
+
+def format_duration(seconds):
+    """'45s', '27m', '1h05m', '2d03h' - rounded to the coarsest useful unit."""
+    seconds = int(round(max(0.0, float(seconds))))
+    if seconds < 60:
+        return '%ds' % seconds
+    if seconds < 3600:
+        minutes, secs = divmod(seconds, 60)
+        return '%dm' % minutes if secs == 0 or minutes >= 10 else '%dm%02ds' % (minutes, secs)
+    if seconds < 86400:
+        hours, rest = divmod(seconds, 3600)
+        return '%dh%02dm' % (hours, rest // 60)
+    days, rest = divmod(seconds, 86400)
+    return '%dd%02dh' % (days, rest // 3600)
+
+
+def utc_text(value):
+    """An aware datetime as 2026-11-22T22:01:02Z (None stays None)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.timezone.utc)
+    return value.astimezone(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def validate(params):
+    """Checked, normalised settings from module params; OpsError with a plain message otherwise."""
+    name = params.get('name')
+    if name is None or not str(name).strip():
+        raise OpsError('name must not be empty (for example ecs/<cluster>/<service>)')
+    if len(name) > MAX_NAME_LENGTH:
+        raise OpsError('name is %d characters long; at most %d' % (len(name), MAX_NAME_LENGTH))
+    state = params.get('state') or 'acquired'
+    owner = params.get('owner')
+    owner = owner.strip() if isinstance(owner, str) else owner
+    force = bool(params.get('force'))
+    if not owner and not (state == 'released' and force):
+        what = 'to acquire a release lock' if state == 'acquired' else 'to release a lock (or force=true)'
+        raise OpsError('owner is required %s: %s' % (what, OWNER_HINT))
+    try:
+        ttl = parse_duration(params.get('ttl', DEFAULT_TTL), 'ttl')
+        wait = parse_duration(params.get('wait', 0) or 0, 'wait')
+    except ValueError as err:
+        raise OpsError(str(err))
+    if ttl < 1:
+        raise OpsError('ttl must be at least 1 second, not %r' % params.get('ttl'))
+    if wait < 0:
+        raise OpsError('wait must not be negative, not %r' % params.get('wait'))
+    if force and state == 'acquired':
+        raise OpsError('force only applies to state=released (an unexpired lease of another owner is never '
+                       'taken over; release it with force=true first)')
+    for option in ('schema', 'table'):
+        if not str(params.get(option) or '').strip():
+            raise OpsError('%s must not be empty' % option)
+    return dict(name=name, state=state, owner=owner or None, purpose=params.get('purpose') or '', ttl=ttl,
+                wait=wait, renew=params.get('renew', True), fail_when_held=params.get('fail_when_held', True),
+                force=force, schema=params.get('schema') or DEFAULT_SCHEMA,
+                table=params.get('table') or DEFAULT_TABLE)
+
+
+def holder_text(lease):
+    """'alice@ci/123 for 'hotpatch CHG-1' since 2026-...Z (expires in 27m)' from a lease dict."""
+    text = lease['owner']
+    if lease.get('purpose'):
+        text += ' for %r' % lease['purpose']
+    text += ' since %s' % lease['acquired_at']
+    if lease.get('expired'):
+        text += ' (expired %s ago at %s)' % (format_duration(-lease['remaining_s']), lease['expires_at'])
+    else:
+        text += ' (expires in %s, at %s)' % (format_duration(lease['remaining_s']), lease['expires_at'])
+    return text
+
+
+def held_message(name, lease, waited=0.0, advice=True):
+    """The refusal when another owner holds an unexpired lease."""
+    text = 'release lock %r is held by %s' % (name, holder_text(lease))
+    if waited:
+        text += ' after waiting %s' % format_duration(waited)
+    if advice:
+        text += '; wait for it (wait=...), or release it with force=true if that run is dead'
+    return text
+
+
+def public(lease):
+    """The lease as returned to the user (holder/took_over/lock)."""
+    if lease is None:
+        return None
+    return dict((key, lease.get(key)) for key in COLUMNS + ('expired', 'remaining_s') if key in lease)
+
+
+def holder_summary(lease):
+    """The short holder dict: owner, purpose, acquired_at, expires_at, expired."""
+    if lease is None:
+        return None
+    return dict(owner=lease['owner'], purpose=lease['purpose'], acquired_at=lease['acquired_at'],
+                expires_at=lease['expires_at'], expired=lease['expired'], remaining_s=lease['remaining_s'])
+
+
+def next_pause(previous):
+    """The next polling pause while waiting: 0.5, 1, 2, 4, 5, 5, ... seconds."""
+    if not previous:
+        return FIRST_POLL_S
+    return min(previous * POLL_FACTOR, MAX_POLL_S)
+
+
+def client_info():
+    """Where the module runs: host name and OS user, recorded in the lease for people reading it."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # pylint: disable=broad-except
+        user = None
+    return dict(host=socket.gethostname(), os_user=user)
+
+
+# --------------------------------------------------------------------------- SQL
+
+CREATE_TABLE = '''CREATE TABLE IF NOT EXISTS {table} (
+    name        text PRIMARY KEY,
+    owner       text NOT NULL,
+    purpose     text NOT NULL DEFAULT '',
+    acquired_at timestamptz NOT NULL,
+    renewed_at  timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    host        text,
+    os_user     text,
+    db_user     text NOT NULL DEFAULT current_user,
+    client_addr inet
+)'''
+
+# The row plus what the server's clock says about it.
+SELECT_COLUMNS = ('l.name, l.owner, l.purpose, l.acquired_at, l.renewed_at, l.expires_at, l.host, l.os_user, '
+                  'l.db_user, l.client_addr, l.expires_at <= statement_timestamp() AS expired, '
+                  'extract(epoch FROM l.expires_at - statement_timestamp())::float8 AS remaining_s')
+
+SELECT_LEASE = 'SELECT ' + SELECT_COLUMNS + ' FROM {table} AS l WHERE l.name = %(name)s'
+
+# The arbiter: exactly one of two concurrent acquires gets a row back. A new name is
+# inserted; an existing row is only overwritten when it has expired or is ours.
+UPSERT = ('INSERT INTO {table} AS l (name, owner, purpose, acquired_at, renewed_at, expires_at, host, '
+          'os_user, db_user, client_addr) '
+          'VALUES (%(name)s, %(owner)s, %(purpose)s, statement_timestamp(), statement_timestamp(), '
+          'statement_timestamp() + make_interval(secs => %(ttl)s::float8), %(host)s, %(os_user)s, current_user, '
+          'inet_client_addr()) '
+          'ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, purpose = EXCLUDED.purpose, '
+          'acquired_at = CASE WHEN l.owner = EXCLUDED.owner AND l.expires_at > statement_timestamp() '
+          'THEN l.acquired_at ELSE EXCLUDED.acquired_at END, '
+          'renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at, host = EXCLUDED.host, '
+          'os_user = EXCLUDED.os_user, db_user = EXCLUDED.db_user, client_addr = EXCLUDED.client_addr '
+          'WHERE l.expires_at <= statement_timestamp() OR l.owner = EXCLUDED.owner '
+          'RETURNING ' + SELECT_COLUMNS)
+
+DELETE_LEASE = 'DELETE FROM {table} AS l WHERE l.name = %(name)s RETURNING ' + SELECT_COLUMNS
+
+
+def _sql(template, table):
+    return sql.SQL(template).format(table=table)
+
+
+def _error_text(err):
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _row(cursor_row, description):
+    lease = dict(zip([d.name for d in description], cursor_row))
+    for key in ('acquired_at', 'renewed_at', 'expires_at'):
+        lease[key] = utc_text(lease[key])
+    if lease.get('client_addr') is not None:
+        lease['client_addr'] = str(lease['client_addr'])
+    lease['remaining_s'] = round(float(lease['remaining_s']), 3)
+    lease['expired'] = bool(lease['expired'])
+    return lease
+
+
+def _fetch(conn, template, table, values):
+    cursor = conn.execute(_sql(template, table), values)
+    row = cursor.fetchone()
+    return None if row is None else _row(row, cursor.description)
+
+
+def table_exists(conn, schema, table):
+    """True when schema.table exists; OpsError when the schema does not."""
+    found = conn.execute('SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s), '
+                         'to_regclass(%s) IS NOT NULL', (schema, '%s.%s' % (_quote(schema), _quote(table)))).fetchone()
+    if not found[0]:
+        raise OpsError('schema %s does not exist in database %s; create it or choose another with schema='
+                       % (_quote(schema), conn.info.dbname))
+    return bool(found[1])
+
+
+def _quote(name):
+    return '"%s"' % name.replace('"', '""')
+
+
+def ensure_table(conn, schema, table):
+    """Create the lease table if missing; True when this call created it.
+
+    Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalogs, so
+    creators serialise on a transaction-scoped advisory lock named after the table.
+    """
+    if table_exists(conn, schema, table):
+        return False
+    qualified = '%s.%s' % (_quote(schema), _quote(table))
+    try:
+        with conn.transaction():
+            conn.execute('SELECT pg_advisory_xact_lock(hashtext(%s))', ('hotelbot.ops.release_lock:' + qualified,))
+            if table_exists(conn, schema, table):
+                return False
+            conn.execute(_sql(CREATE_TABLE, identifier(schema, table)))
+            conn.execute(sql.SQL('COMMENT ON TABLE {} IS {}').format(
+                identifier(schema, table),
+                sql.Literal('Release leases of hotelbot.ops.release_lock: one release operation per name')))
+    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+        return False  # created by someone not taking our advisory lock
+    except psycopg.errors.InsufficientPrivilege as err:
+        raise OpsError('cannot create the lease table %s in database %s: %s; create it once as its owner '
+                       '(see the module documentation) or grant CREATE on schema %s'
+                       % (qualified, conn.info.dbname, _error_text(err), _quote(schema)))
+    return True
+
+
+# --------------------------------------------------------------------------- acquire
+
+def _try_acquire(conn, table, settings, values):
+    """One attempt in one transaction: (outcome, before, after).
+
+    outcome is 'held' (another owner's unexpired lease: before is it), 'kept' (ours,
+    renew=false), 'acquired', 'renewed', 'took_over' or 'race' (the lease vanished
+    between our reads; try again).
+    """
+    with conn.transaction():
+        before = _fetch(conn, SELECT_LEASE + ' FOR UPDATE', table, values)
+        if before is not None and not before['expired'] and before['owner'] != settings['owner']:
+            return 'held', before, None
+        if before is not None and not before['expired'] and not settings['renew']:
+            return 'kept', before, before
+        after = _fetch(conn, UPSERT, table, values)
+        if after is None:
+            # Someone inserted the name after our first read and the upsert refused:
+            # the row is committed now, so this read sees it (READ COMMITTED).
+            current = _fetch(conn, SELECT_LEASE, table, values)
+            return ('race' if current is None else 'held'), current, None
+    if before is None or before['owner'] != settings['owner']:
+        return ('took_over' if before is not None else 'acquired'), before, after
+    return ('renewed' if not before['expired'] else 'acquired'), before, after
+
+
+def _plan_acquire(conn, table, settings, values, exists):
+    """What acquire would do, read only (check mode): (outcome, before, after-ish)."""
+    if not exists:
+        return 'acquired', None, None
+    before = _fetch(conn, SELECT_LEASE, table, values)
+    if before is None:
+        return 'acquired', None, None
+    if not before['expired'] and before['owner'] != settings['owner']:
+        return 'held', before, None
+    if not before['expired'] and not settings['renew']:
+        return 'kept', before, before
+    if before['owner'] != settings['owner']:
+        return 'took_over', before, None
+    return ('renewed' if not before['expired'] else 'acquired'), before, None
+
+
+def acquire(conn, settings, check_mode=False, sleep=time.sleep, clock=time.monotonic):
+    """Take (or renew) the lease; the result dict, or OpsError when held and fail_when_held."""
+    table = identifier(settings['schema'], settings['table'])
+    values = dict(name=settings['name'], owner=settings['owner'], purpose=settings['purpose'],
+                  ttl=float(settings['ttl']))
+    values.update(client_info())
+    started = clock()
+    pause = 0.0
+    races = 0
+    if check_mode:
+        exists = table_exists(conn, settings['schema'], settings['table'])
+        created = not exists
+    else:
+        created = ensure_table(conn, settings['schema'], settings['table'])
+    while True:
+        if check_mode:
+            outcome, before, after = _plan_acquire(conn, table, settings, values, not created)
+        else:
+            outcome, before, after = _try_acquire(conn, table, settings, values)
+        if outcome == 'race' and races < RACE_RETRIES:
+            races += 1
+            continue
+        waited = round(clock() - started, 3)
+        if outcome != 'held' or check_mode:
+            break
+        remaining = settings['wait'] - (clock() - started)
+        if remaining <= 0:
+            break
+        pause = next_pause(pause)
+        sleep(min(pause, remaining))
+    return acquire_result(settings, outcome, before, after, created, waited, check_mode)
+
+
+def acquire_result(settings, outcome, before, after, created, waited, check_mode):
+    name = settings['name']
+    if outcome == 'race':
+        raise OpsError('release lock %r changed hands %d times while taking it; try again' % (name, RACE_RETRIES))
+    result = dict(changed=False, name=name, table='%s.%s' % (settings['schema'], settings['table']),
+                  table_created=created, acquired=False, renewed=False, took_over=None, waited_s=waited)
+    prefix = 'would ' if check_mode else ''
+    if outcome == 'held':
+        result.update(holder=holder_summary(before), lock=public(before), changed=created and not check_mode,
+                      diff=dict(before=holder_summary(before), after=holder_summary(before)))
+        mode = 'check mode: ' if check_mode else ''
+        waited = waited if settings['wait'] else 0  # only say "after waiting" when asked to wait
+        if settings['fail_when_held']:
+            raise OpsError(mode + held_message(name, before, waited), changed=result['changed'],
+                           **dict((k, v) for k, v in result.items() if k != 'changed'))
+        result['msg'] = mode + held_message(name, before, waited, advice=False) + \
+            ' (fail_when_held=false: not acquired)'
+        return result
+    mine = after if after is not None else before
+    result['acquired'] = True
+    result['changed'] = outcome != 'kept' or (created and not check_mode)
+    result['renewed'] = outcome == 'renewed'
+    if outcome == 'took_over':
+        result['took_over'] = holder_summary(before)
+    if mine is not None:
+        result['holder'] = holder_summary(mine)
+        result['lock'] = public(mine)
+    else:  # check mode, nothing written: what the lease would say
+        result['holder'] = dict(owner=settings['owner'], purpose=settings['purpose'], acquired_at=None,
+                                expires_at=None, expired=False, remaining_s=settings['ttl'])
+        result['lock'] = None
+    result['diff'] = dict(before=holder_summary(before) or {}, after=result['holder'])
+    if outcome == 'kept':
+        result['msg'] = 'release lock %r already held by %s (renew=false: expiry unchanged)' % (
+            name, holder_text(before))
+    elif outcome == 'renewed':
+        result['msg'] = '%srenew release lock %r for %s: expires in %s' % (
+            prefix, name, settings['owner'], format_duration(settings['ttl']))
+    elif outcome == 'took_over':
+        result['msg'] = '%stake over the expired release lock %r from %s' % (prefix, name, holder_text(before))
+    else:
+        result['msg'] = '%sacquire release lock %r for %s, expires in %s' % (
+            prefix, name, settings['owner'], format_duration(settings['ttl']))
+    if not check_mode:
+        result['msg'] = _past(result['msg'])
+    if created:
+        verb = 'would create' if check_mode else 'created'
+        result['msg'] += '; %s the lease table %s' % (verb, result['table'])
+    return result
+
+
+def _past(message):
+    for verb, done in (('renew ', 'renewed '), ('take over ', 'took over '), ('acquire ', 'acquired ')):
+        if message.startswith(verb):
+            return done + message[len(verb):]
+    return message
+
+
+# --------------------------------------------------------------------------- release
+
+def release(conn, settings, check_mode=False):
+    """Delete our lease (or any with force); the result dict, or OpsError for another owner's lease."""
+    name = settings['name']
+    table = identifier(settings['schema'], settings['table'])
+    values = dict(name=name)
+    result = dict(changed=False, name=name, table='%s.%s' % (settings['schema'], settings['table']),
+                  released=False, holder=None, lock=None)
+    if not table_exists(conn, settings['schema'], settings['table']):
+        result['msg'] = 'release lock %r is not held (no lease table %s yet)' % (name, result['table'])
+        result['diff'] = dict(before={}, after={})
+        return result
+    with conn.transaction():
+        before = _fetch(conn, SELECT_LEASE + ('' if check_mode else ' FOR UPDATE'), table, values)
+        result['holder'] = holder_summary(before)
+        result['lock'] = public(before)
+        if before is None:
+            result['msg'] = 'release lock %r is not held' % name
+            result['diff'] = dict(before={}, after={})
+            return result
+        if before['owner'] != settings['owner'] and not settings['force']:
+            raise OpsError(
+                'release lock %r is held by %s, not by %s: not released; release it with force=true if that '
+                'run is dead' % (name, holder_text(before), settings['owner']),
+                **dict((k, v) for k, v in result.items() if k != 'changed'))
+        if not check_mode:
+            _fetch(conn, DELETE_LEASE, table, values)
+    result.update(changed=True, released=True, diff=dict(before=holder_summary(before), after={}))
+    forced = ' (force=true)' if before['owner'] != settings['owner'] else ''
+    result['msg'] = '%s release lock %r held by %s%s' % (
+        'would release' if check_mode else 'released', name, holder_text(before), forced)
+    return result
+
+
+# --------------------------------------------------------------------------- entry point
+
+def run_release_lock(params, check_mode=False, sleep=time.sleep):
+    """The module's work: validate, connect, acquire or release."""
+    settings = validate(params)
+    conn = connect(params)
+    try:
+        if check_mode:
+            conn.execute('SET default_transaction_read_only = on')
+        # Never hang behind a stuck session holding the lease row or the table.
+        conn.execute("SET lock_timeout = '30s'")
+        if settings['state'] == 'released':
+            return release(conn, settings, check_mode)
+        return acquire(conn, settings, check_mode, sleep=sleep)
+    except psycopg.Error as err:
+        raise OpsError('PostgreSQL error on release lock %r in database %s: %s'
+                       % (settings['name'], params.get('database'), _error_text(err)))
+    finally:
+        conn.close()

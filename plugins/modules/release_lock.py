@@ -1,0 +1,262 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+module: release_lock
+short_description: One release operation per service at a time - a lease row in PostgreSQL
+version_added: 0.1.0
+description:
+  - Takes or releases a named lease (for example V(ecs/hotel-voice-bot/hotel-voice-bot-service)) kept as one
+    row in a PostgreSQL table, so that a second hot-patch or rollback of the same service is refused while the
+    first runs.
+  - A lease has an O(owner), a O(purpose), when it was acquired and when it expires (O(ttl)). Another owner's
+    lease is refused with a message naming its owner, purpose, since when it is held and when it expires; an
+    expired lease is taken over (reported in RV(took_over)).
+  - Taking the lease is a single C(INSERT ... ON CONFLICT DO UPDATE) statement whose C(WHERE) only lets an
+    expired lease or the same owner's through, so of any number of concurrent acquires of the same name
+    exactly one succeeds. Expiry is judged by the database server's clock (C(statement_timestamp)), never by
+    the clocks of the machines running Ansible.
+  - The table (O(schema).O(table)) is created on first use with C(CREATE TABLE IF NOT EXISTS), serialised by
+    an advisory lock so concurrent first uses do not collide. The schema must exist.
+  - Acquiring a lease the same owner already holds renews it (its expiry moves to now + O(ttl)), reporting
+    RV(renewed=true) and C(changed=true) because the row changed; with O(renew=false) it is left as it is and
+    nothing changes.
+  - O(state=released) deletes the lease when O(owner) holds it. A lease held by another owner is refused
+    unless O(force=true); releasing a lease nobody holds changes nothing.
+author:
+  - hotelbot.ops maintainers (@hotelbot)
+extends_documentation_fragment:
+  - hotelbot.ops.postgres
+attributes:
+  check_mode:
+    support: full
+    description:
+      - Reports what would happen (acquire, renew, take over, be refused, release) from the current lease,
+        on a read-only session. Writes nothing and does not create the table (the result says it would).
+  diff_mode:
+    support: full
+    description: The lease holder before and after.
+options:
+  name:
+    description:
+      - The lock name; one release operation per name at a time. Use one name per service, for example
+        V(ecs/<cluster>/<service>).
+    type: str
+    required: true
+  state:
+    description:
+      - V(acquired) takes the lease (or renews it when O(owner) already holds it).
+      - V(released) gives it back.
+    type: str
+    choices: [acquired, released]
+    default: acquired
+  owner:
+    description:
+      - Who holds the lease. Required, except for O(state=released) with O(force=true).
+      - Each Ansible task runs in a new process, so the module cannot make up an identity that stays the same
+        for a whole run. Set a value unique to the run once at the start of the play and pass it to every
+        C(release_lock) task of that run, for example user, host and start time with
+        M(ansible.builtin.set_fact) as in the examples, or the CI job id. Do not put a template using the
+        current time straight into a play variable; it would be evaluated again, differently, on every use.
+      - Two runs with the same owner share the lease; that is what renewal is, and it is why the owner must
+        be unique per run.
+    type: str
+  purpose:
+    description: Free text saying what the lease is for, shown to whoever is refused, for example V(hotpatch CHG-123).
+    type: str
+    default: ''
+  ttl:
+    description:
+      - How long the lease lasts from now (on acquire and on renew). Seconds as a number, or a duration such
+        as V(90s), V(30m), V(1h) or V(1h30m) (units s, m, h, d).
+      - Choose it longer than the whole operation; a lease that expires mid-operation can be taken over.
+        Re-run the acquire task (renew) before long steps if needed.
+    type: raw
+    default: 30m
+  wait:
+    description:
+      - How long to wait for another owner's lease to be released or to expire, polling with backoff
+        (0.5 s doubling up to 5 s). Same format as O(ttl).
+      - V(0) refuses at once.
+    type: raw
+    default: 0
+  renew:
+    description:
+      - When O(owner) already holds an unexpired lease, V(true) moves its expiry to now + O(ttl) (and updates
+        O(purpose)), V(false) leaves it as it is (C(changed=false)).
+    type: bool
+    default: true
+  fail_when_held:
+    description:
+      - Fail when another owner holds the lease. With V(false) the task succeeds with RV(acquired=false) and
+        C(changed=false), so a play can skip its work quietly when another run is already acting.
+    type: bool
+    default: true
+  force:
+    description:
+      - With O(state=released), delete the lease whoever holds it. Only for a lease whose run is known to be
+        dead. Not allowed with O(state=acquired) (an unexpired lease is never taken over).
+    type: bool
+    default: false
+  schema:
+    description: Schema of the lease table, taken literally (not SQL-parsed, no quoting needed). Must exist.
+    type: str
+    default: public
+  table:
+    description: Name of the lease table, taken literally (not SQL-parsed, no quoting needed).
+    type: str
+    default: hotelbot_release_locks
+notes:
+  - The role connecting needs C(SELECT), C(INSERT), C(UPDATE) and C(DELETE) on the table, and C(CREATE) on the
+    schema the first time (or create the table ahead as its owner; the statement is in the collection's
+    C(docs/release_lock.md)).
+  - Release in an C(always) section of a C(block) so that a failed run gives the lease back; a run that dies
+    without releasing holds it until O(ttl) expires.
+  - The session sets C(lock_timeout) to 30 seconds, so a stuck session holding the lease row makes the task
+    fail instead of hanging.
+seealso:
+  - name: INSERT ... ON CONFLICT
+    description: The upsert that decides which concurrent acquire wins.
+    link: https://www.postgresql.org/docs/current/sql-insert.html#SQL-ON-CONFLICT
+'''
+
+EXAMPLES = r'''
+- name: One identity for this run, evaluated once
+  ansible.builtin.set_fact:
+    release_owner: "{{ lookup('env', 'USER') }}@{{ inventory_hostname }}/{{ now(utc=true).strftime('%Y%m%dT%H%M%S') }}"
+
+- name: Hot-patch the bot, one release operation at a time
+  module_defaults:
+    group/hotelbot.ops.postgres:
+      host: db.internal
+      user: hotelbot
+      passfile: ~/.pgpass
+      database: hotel_voice_bot
+  block:
+    - name: Take the release lock of the service
+      hotelbot.ops.release_lock:
+        name: ecs/hotel-voice-bot/hotel-voice-bot-service
+        owner: "{{ release_owner }}"
+        purpose: hotpatch CHG-123
+        ttl: 45m
+        wait: 2m
+
+    - name: Deploy
+      ansible.builtin.debug:
+        msg: the actual work goes here
+  always:
+    - name: Give the release lock back, on success and on failure
+      hotelbot.ops.release_lock:
+        name: ecs/hotel-voice-bot/hotel-voice-bot-service
+        owner: "{{ release_owner }}"
+        state: released
+
+- name: An automatic rollback that stands aside when another run is acting
+  hotelbot.ops.release_lock:
+    database: hotel_voice_bot
+    name: ecs/hotel-voice-bot/hotel-voice-bot-service
+    owner: "{{ release_owner }}"
+    purpose: auto rollback
+    fail_when_held: false
+  register: lock
+
+- name: Stop here when someone else holds it
+  ansible.builtin.meta: end_host
+  when: not lock.acquired
+
+- name: Release the lease of a run known to be dead
+  hotelbot.ops.release_lock:
+    database: hotel_voice_bot
+    name: ecs/hotel-voice-bot/hotel-voice-bot-service
+    state: released
+    force: true
+'''
+
+RETURN = r'''
+msg:
+  description: One line saying what happened (or would happen in check mode), naming the holder.
+  returned: always
+  type: str
+  sample: "acquired release lock 'ecs/hotel-voice-bot/hotel-voice-bot-service' for alice@ci/20261122T2201, expires in 30m"
+name:
+  description: The lock name.
+  returned: after validation
+  type: str
+table:
+  description: The lease table, as C(schema.table).
+  returned: after validation
+  type: str
+  sample: public.hotelbot_release_locks
+table_created:
+  description: This task created the lease table (in check mode, it would).
+  returned: when O(state=acquired)
+  type: bool
+acquired:
+  description: O(owner) holds the lease now (in check mode, would hold it).
+  returned: when O(state=acquired)
+  type: bool
+renewed:
+  description: O(owner) already held the lease and its expiry was moved (in check mode, would be).
+  returned: when O(state=acquired)
+  type: bool
+took_over:
+  description: The expired lease of another owner that was taken over (owner, purpose, acquired_at, expires_at,
+    expired, remaining_s), else null.
+  returned: when O(state=acquired)
+  type: dict
+holder:
+  description:
+    - The lease holder - after acquiring, O(owner); when refused, the other owner; for O(state=released), the
+      lease as it was before. C(owner), C(purpose), C(acquired_at) and C(expires_at) (UTC, ISO 8601),
+      C(expired), and C(remaining_s) (seconds until expiry by the server's clock, negative once expired).
+    - null when nobody held the lease on release.
+  returned: always after connecting
+  type: dict
+  sample:
+    owner: alice@ci/20261122T2201
+    purpose: hotpatch CHG-123
+    acquired_at: "2026-11-22T22:01:02Z"
+    expires_at: "2026-11-22T22:31:02Z"
+    expired: false
+    remaining_s: 1799.98
+lock:
+  description: The whole lease row as in RV(holder) plus C(name), C(renewed_at), C(host) and C(os_user) (where
+    the module ran), C(db_user) (the role) and C(client_addr) (as the server saw it). null when there is none
+    (or nothing was written in check mode).
+  returned: always after connecting
+  type: dict
+released:
+  description: The lease was deleted (in check mode, would be).
+  returned: when O(state=released)
+  type: bool
+waited_s:
+  description: Seconds spent waiting for another owner's lease (see O(wait)).
+  returned: when O(state=acquired)
+  type: float
+elapsed_s:
+  description: Seconds the module took.
+  returned: always
+  type: float
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import prepare_module
+from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import argument_spec, run_release_lock
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    prepare_module(module)
+    run(module, lambda: run_release_lock(module.params, check_mode=module.check_mode))
+
+
+if __name__ == '__main__':
+    main()

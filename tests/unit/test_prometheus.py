@@ -1,0 +1,459 @@
+"""Unit tests of module_utils.prometheus: the sustained rule on sample lists, input, queries,
+and the HTTP client against a real HTTP server on 127.0.0.1 (stdlib, in a thread)."""
+import base64
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from ansible_collections.hotelbot.ops.plugins.module_utils import prometheus as p
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+
+T = 1795298400.0   # evaluation time used by the judge tests
+STEP = 30.0
+FOR = 600.0
+MIN = 60
+
+
+def series(values_by_offset):
+    """[[ts, value]] for offsets (seconds before T, negative) -> value, every STEP."""
+    return [[T + off, value] for off, value in values_by_offset]
+
+
+def ramp(start_off, end_off, value):
+    return [(off, value) for off in range(int(start_off), int(end_off) + 1, int(STEP))]
+
+
+def history(breach_from, value=0.06, base=0.01, start=-30 * MIN):
+    """STEP-spaced history up to T: base before breach_from, value from breach_from on."""
+    return series([(off, value if off >= breach_from else base) for off in range(start, 1, int(STEP))])
+
+
+def judge(samples, **kw):
+    kw.setdefault('threshold', 0.05)
+    return p.judge(samples, for_s=kw.pop('for_s', FOR), step_s=kw.pop('step_s', STEP), now=kw.pop('now', T), **kw)
+
+
+# --------------------------------------------------------------------------- the rule
+
+def test_6pct_for_11_minutes_is_unhealthy():
+    verdict = judge(history(-11 * MIN))
+    assert verdict['decision'] == 'unhealthy'
+    assert verdict['breached'] is True
+    assert verdict['breached_since'] == T - 11 * MIN
+    assert verdict['first_breach_at'] == T - 10 * MIN   # the first in the window
+
+
+def test_6pct_for_exactly_10_minutes_is_unhealthy_and_one_step_less_is_not():
+    assert judge(history(-10 * MIN))['decision'] == 'unhealthy'
+    assert judge(history(-10 * MIN + int(STEP)))['decision'] == 'healthy'
+
+
+def test_6pct_for_9_minutes_is_healthy_with_the_breach_start():
+    verdict = judge(history(-9 * MIN))
+    assert verdict['decision'] == 'healthy'
+    assert verdict['breached'] is False
+    assert verdict['breached_since'] == T - 9 * MIN
+
+
+def test_single_spike_is_healthy():
+    samples = history(1, base=0.0)
+    samples[-8][1] = 0.9
+    verdict = judge(samples)
+    assert verdict['decision'] == 'healthy'
+    assert verdict['first_breach_at'] == samples[-8][0]
+    assert verdict['breached_since'] is None
+    assert verdict['max_value'] == 0.9
+
+
+def test_exactly_the_threshold_is_not_above():
+    verdict = judge(history(-30 * MIN, value=0.05))
+    assert verdict['decision'] == 'healthy'
+    assert verdict['first_breach_at'] is None
+    # and just above it is
+    assert judge(history(-30 * MIN, value=0.0500001))['decision'] == 'unhealthy'
+
+
+def test_a_gap_inside_the_window_is_inconclusive():
+    samples = [s for s in history(-30 * MIN) if not T - 6 * MIN < s[0] < T - 4 * MIN]
+    verdict = judge(samples)
+    assert verdict['decision'] == 'inconclusive'
+    assert verdict['gap'] == [T - 6 * MIN, T - 4 * MIN]
+    # the same gap with healthy values is inconclusive too: a breach could hide in it
+    samples = [s for s in history(1, base=0.0) if not T - 6 * MIN < s[0] < T - 4 * MIN]
+    assert judge(samples)['decision'] == 'inconclusive'
+
+
+def test_one_missing_sample_is_a_gap_but_edge_jitter_is_not():
+    samples = [s for s in history(1, base=0.0) if s[0] != T - 5 * MIN]
+    assert judge(samples)['decision'] == 'inconclusive'        # 2 steps apart > 1.5 steps
+    samples = [s for s in history(1, base=0.0) if s[0] != T]
+    assert judge(samples)['decision'] == 'healthy'             # newest 1 step before T
+    samples = [s for s in history(1, base=0.0) if s[0] not in (T, T - STEP)]
+    assert judge(samples)['decision'] == 'inconclusive'        # stale: 2 steps before T
+
+
+def test_a_gap_before_a_proven_breach_does_not_matter():
+    samples = [s for s in history(-12 * MIN) if s[0] < T - 15 * MIN or s[0] >= T - 12 * MIN]
+    verdict = judge(samples)
+    assert verdict['decision'] == 'unhealthy'
+    # but a gap inside the breach breaks the run: inconclusive, not unhealthy
+    samples = [s for s in history(-20 * MIN) if not T - 6 * MIN < s[0] < T - 4 * MIN]
+    assert judge(samples)['decision'] == 'inconclusive'
+
+
+def test_a_breach_that_ended_is_not_current():
+    samples = series([(off, 0.06 if off < -2 * MIN else 0.0) for off in range(-30 * MIN, 1, 30)])
+    verdict = judge(samples)
+    assert verdict['decision'] == 'healthy'
+    assert verdict['breached_since'] is None
+
+
+def test_stale_breach_is_not_unhealthy():
+    samples = [s for s in history(-20 * MIN) if s[0] <= T - 5 * MIN]
+    assert judge(samples)['decision'] == 'inconclusive'
+
+
+@pytest.mark.parametrize('policy', ['inconclusive', 'healthy', 'unhealthy'])
+def test_no_data_follows_the_policy(policy):
+    verdict = judge([], on_no_data=policy)
+    assert verdict['decision'] == policy and verdict['no_data'] is True
+    # samples only long before the window are no data as well
+    verdict = judge(series(ramp(-40 * MIN, -30 * MIN, 0.0)), on_no_data=policy)
+    assert verdict['decision'] == policy and verdict['no_data'] is True
+
+
+def test_nan_samples_are_missing_and_samples_after_now_are_ignored():
+    samples = history(-30 * MIN)
+    for s in samples:
+        if T - 6 * MIN < s[0] < T - 4 * MIN:
+            s[1] = 'NaN'
+    assert judge(samples)['decision'] == 'inconclusive'
+    future = history(1, base=0.0) + series([(30, 0.9), (60, 0.9)])
+    assert judge(future)['decision'] == 'healthy'
+    # string values as Prometheus sends them
+    assert judge([[ts, str(v)] for ts, v in history(-11 * MIN)])['decision'] == 'unhealthy'
+
+
+def test_combine_takes_the_worst():
+    assert p.combine([dict(decision='healthy'), dict(decision='inconclusive')])['decision'] == 'inconclusive'
+    assert p.combine([dict(decision='inconclusive'), dict(decision='unhealthy')])['decision'] == 'unhealthy'
+
+
+# --------------------------------------------------------------------------- durations, times, queries
+
+@pytest.mark.parametrize('value,seconds', [
+    ('30s', 30), ('10m', 600), ('1h', 3600), ('1h30m', 5400), ('500ms', 0.5), ('2d', 172800),
+    (45, 45), (1.5, 1.5), ('90', 90), ('1m30s', 90),
+])
+def test_parse_duration(value, seconds):
+    assert p.parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize('value', ['', '10x', 'm', '-5', 0, -1, True, None, '1.5m', 'nan'])
+def test_parse_duration_rejects(value):
+    with pytest.raises(ValueError, match='step'):
+        p.parse_duration(value, 'step')
+
+
+def test_promql_duration_and_times():
+    assert [p.promql_duration(s) for s in (60, 90, 3600, 0.5, 7200, 30)] == ['1m', '90s', '1h', '500ms', '2h', '30s']
+    assert p.iso(T) == '2026-11-21T22:00:00Z'
+    assert p.iso(None) is None
+    assert p.parse_time('2026-11-21T22:00:00Z') == T
+    assert p.parse_time('2026-11-21T23:00:00+01:00') == T
+    assert p.parse_time('2026-11-21T22:00:00') == T
+    assert p.parse_time(T) == T and p.parse_time(str(T)) == T
+    with pytest.raises(ValueError):
+        p.parse_time('yesterday')
+
+
+def test_default_queries_match_the_sandbox_metrics():
+    q = p.build_queries(job='hotel-voice-bot', latency=True)
+    assert q['error_ratio'] == (
+        '(sum(rate(http_requests_total{job="hotel-voice-bot",status=~"5.."}[1m])) or vector(0))'
+        ' / sum(rate(http_requests_total{job="hotel-voice-bot"}[1m]))')
+    assert q['latency_p95'] == (
+        'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{job="hotel-voice-bot"}[1m])))')
+    assert p.build_queries(job='x')['latency_p95'] is None
+
+
+def test_queries_with_selector_quoting_and_custom_query():
+    q = p.build_queries(job='a"b\\c', selector='{service="x", env="prod"}', metric='req_total', status_label='code',
+                        error_status_regex='5..|429', rate_window=300)
+    assert q['error_ratio'] == (
+        '(sum(rate(req_total{job="a\\"b\\\\c",service="x", env="prod",code=~"5..|429"}[5m])) or vector(0))'
+        ' / sum(rate(req_total{job="a\\"b\\\\c",service="x", env="prod"}[5m]))')
+    assert p.build_queries(selector='service="x"')['error_ratio'].startswith(
+        '(sum(rate(http_requests_total{service="x",status=~"5.."}[1m]))')
+    assert p.build_queries(query=' up == 0 ', job='x')['error_ratio'] == 'up == 0'
+
+
+# --------------------------------------------------------------------------- input
+
+def test_invalid_input_names_every_problem_and_queries_nothing():
+    params = dict(url='ftp://x', step='5x', for_duration='1m', threshold=-1, mode='evaluate', watch_for='10m',
+                  bearer_token='tok-123456', url_username='u', retries=-1, timeout=0, status_label='bad-label')
+    with pytest.raises(OpsError) as err:
+        p.gate(params)
+    msg = err.value.msg
+    assert msg.startswith('invalid input, nothing was queried: ')
+    for part in ('url must be an http:// or https:// URL', 'step must be a duration like 30s',
+                 'threshold must be a number at least 0', 'watch_for and poll_interval need mode=watch',
+                 'set bearer_token or url_username/url_password, not both', 'retries must be at least 0',
+                 'timeout must be greater than 0', 'set job and/or selector', 'status_label must be'):
+        assert part in msg, part
+    assert 'tok-123456' not in msg
+
+
+@pytest.mark.parametrize('params,expected', [
+    (dict(mode='watch'), 'mode=watch needs watch_for'),
+    (dict(mode='watch', watch_for='5m', evaluate_at=T), 'evaluate_at cannot be used with mode=watch'),
+    (dict(step='20m'), 'step (1200s) must not be longer than for (600s)'),
+    (dict(step='10ms', for_duration='1h'), 'use a longer step'),
+    (dict(evaluate_at='yesterday'), 'evaluate_at must be a unix timestamp or an ISO 8601 time'),
+    (dict(url_password='secret-pw'), 'url_password needs url_username'),
+    (dict(error_status_regex='5(('), 'error_status_regex is not a valid regular expression'),
+    (dict(latency_p95_max=0.0), 'latency_p95_max must be greater than 0'),
+    (dict(on_query_error='healthy'), 'on_query_error must be inconclusive or unhealthy'),
+])
+def test_invalid_input(params, expected):
+    full = dict(url='http://127.0.0.1:1', job='x')
+    full.update(params)
+    with pytest.raises(OpsError) as err:
+        p.gate(full)
+    assert expected in err.value.msg
+    assert 'secret-pw' not in err.value.msg
+
+
+def test_for_alias_is_used():
+    settings = p.Settings({'url': 'http://p:9090', 'job': 'x', 'for': '15m', 'for_duration': None})
+    assert settings.for_s == 900
+
+
+def test_secrets_are_hidden_and_sent_as_headers():
+    hidden = []
+    settings = p.Settings(dict(url='http://user:url-pass-1@p:9090/?token=qs-secret-1', job='x',
+                               bearer_token='bearer-secret-1'), hide=lambda *v: hidden.extend(v))
+    assert 'bearer-secret-1' in hidden and 'url-pass-1' in hidden and 'qs-secret-1' in hidden
+    assert settings.headers == {'Authorization': 'Bearer bearer-secret-1'}
+    hidden = []
+    settings = p.Settings(dict(url='http://p:9090', job='x', url_username='ops', url_password='basic-pw-1'),
+                          hide=lambda *v: hidden.extend(v))
+    token = base64.b64encode(b'ops:basic-pw-1').decode()
+    assert settings.headers == {'Authorization': 'Basic ' + token}
+    assert 'basic-pw-1' in hidden and token in hidden
+    assert p.Client('http://user:url-pass-1@p:9090', None).display_url == 'http://user:********@p:9090'
+
+
+# --------------------------------------------------------------------------- HTTP against a real server
+
+def matrix(values, metric=None):
+    return {'status': 'success', 'data': {'resultType': 'matrix', 'result': [
+        {'metric': metric or {}, 'values': [[ts, str(v)] for ts, v in values]}]}}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, body):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        srv = self.server
+        length = int(self.headers.get('Content-Length') or 0)
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        with srv.lock:
+            srv.requests.append(dict(path=urlsplit(self.path).path, form=form,
+                                     auth=self.headers.get('Authorization')))
+            count = len(srv.requests)
+        behaviour = srv.behaviour(count, form) if callable(srv.behaviour) else srv.behaviour
+        if behaviour == 'close':
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        status, body = behaviour
+        self._send(status, body)
+
+
+@pytest.fixture
+def srv():
+    server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    server.lock = threading.Lock()
+    server.requests = []
+    server.behaviour = (200, matrix([]))
+    server.url = 'http://127.0.0.1:%d' % server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch):
+    for name in ('http_proxy', 'https_proxy', 'all_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY'):
+        monkeypatch.delenv(name, raising=False)
+
+
+def closed_port():
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def gate(url, sleeps=None, **params):
+    full = dict(url=url, job='hotel-voice-bot', evaluate_at=T, retries=2, retry_delay=0.5)
+    full.update(params)
+    return p.gate(full, sleep=(sleeps.append if sleeps is not None else lambda s: None))
+
+
+def test_unhealthy_history_from_the_api_with_the_query_sent(srv):
+    srv.behaviour = (200, matrix(history(-11 * MIN)))
+    result = gate(srv.url)
+    assert result['decision'] == 'unhealthy' and result['healthy'] is False and result['changed'] is False
+    assert result['breached_since'] == p.iso(T - 11 * MIN)
+    assert result['decided_at'] == p.iso(T)
+    assert result['samples'][-1] == [T, 0.06]
+    assert len(result['samples']) <= p.MAX_SAMPLES_RETURNED
+    (request,) = srv.requests
+    assert request['path'] == '/api/v1/query_range'
+    assert request['form']['query'] == result['query']['error_ratio']
+    assert float(request['form']['end']) == T and float(request['form']['step']) == STEP
+    assert float(request['form']['start']) <= T - FOR - STEP
+    assert result['reason'].endswith('.') and 'above 0.05' in result['reason']
+
+
+def test_fail_on_unhealthy_raises_with_the_result(srv):
+    srv.behaviour = (200, matrix(history(-11 * MIN)))
+    with pytest.raises(OpsError) as err:
+        gate(srv.url, fail_on_unhealthy=True)
+    assert err.value.result['decision'] == 'unhealthy'
+    assert 'above 0.05' in err.value.msg
+    srv.behaviour = (200, matrix(history(-9 * MIN)))
+    result = gate(srv.url, fail_on_unhealthy=True)
+    assert result['decision'] == 'healthy'
+    assert result['breached_since'] == p.iso(T - 9 * MIN)    # breaching, not for long enough yet
+    srv.behaviour = (200, matrix(history(1)))
+    assert gate(srv.url)['breached_since'] is None
+
+
+def test_empty_result_is_no_data_with_policy(srv):
+    assert gate(srv.url)['decision'] == 'inconclusive'
+    assert gate(srv.url, on_no_data='healthy')['decision'] == 'healthy'
+    assert gate(srv.url, on_no_data='unhealthy')['decision'] == 'unhealthy'
+
+
+def test_500_answers_are_retried_then_inconclusive_never_healthy(srv):
+    srv.behaviour = (500, {'status': 'error', 'errorType': 'internal', 'error': 'boom'})
+    sleeps = []
+    result = gate(srv.url, sleeps=sleeps)
+    assert result['decision'] == 'inconclusive'
+    assert len(srv.requests) == 3 and sleeps == [0.5, 0.5]
+    assert result['attempts'] == 3
+    assert result['rules']['error_ratio']['query_error'] == 'HTTP 500 (internal): boom (after 3 attempts)'
+    srv.requests[:] = []
+    assert gate(srv.url, on_query_error='unhealthy')['decision'] == 'unhealthy'
+
+
+def test_closed_connections_are_retried_and_recovery_counts(srv):
+    srv.behaviour = lambda count, form: 'close' if count <= 2 else (200, matrix(history(1, base=0.0)))
+    result = gate(srv.url)
+    assert result['decision'] == 'healthy'
+    assert len(srv.requests) == 3 and result['attempts'] == 3
+
+
+def test_connection_refused_is_inconclusive(srv):
+    result = gate('http://127.0.0.1:%d' % closed_port(), retries=1)
+    assert result['decision'] == 'inconclusive'
+    assert 'connection refused (after 2 attempts)' in result['reason']
+
+
+def test_bad_query_fails_at_once_without_retries(srv):
+    srv.behaviour = (400, {'status': 'error', 'errorType': 'bad_data', 'error': 'parse error at char 3'})
+    with pytest.raises(OpsError, match='rejected the query: HTTP 400 \\(bad_data\\): parse error'):
+        gate(srv.url, query='sum(((')
+    assert len(srv.requests) == 1
+
+
+def test_401_is_a_query_error_not_retried_and_token_not_shown(srv):
+    srv.behaviour = (401, b'Unauthorized')
+    result = gate(srv.url, bearer_token='bearer-secret-1')
+    assert result['decision'] == 'inconclusive'
+    assert len(srv.requests) == 1
+    assert srv.requests[0]['auth'] == 'Bearer bearer-secret-1'
+    assert 'bearer-secret-1' not in json.dumps(result)
+
+
+def test_basic_auth_is_sent(srv):
+    srv.behaviour = (200, matrix(history(1, base=0.0)))
+    gate(srv.url, url_username='ops', url_password='basic-pw-1')
+    assert srv.requests[0]['auth'] == 'Basic ' + base64.b64encode(b'ops:basic-pw-1').decode()
+
+
+def test_latency_rule_and_worst_series(srv):
+    def answer(count, form):
+        if form['query'].startswith('histogram_quantile'):
+            return 200, matrix(history(-12 * MIN, value=2.4, base=0.2))
+        return 200, matrix(history(1, base=0.0))
+    srv.behaviour = answer
+    result = gate(srv.url, latency_p95_max=1.0)
+    assert result['decision'] == 'unhealthy'
+    assert result['rules']['error_ratio']['decision'] == 'healthy'
+    assert result['rules']['latency_p95']['decision'] == 'unhealthy'
+    assert result['latency_samples'][-1] == [T, 2.4]
+    assert 'latency above 1 for 12m' in result['reason']
+
+    two = matrix(history(1, base=0.0), {'path': '/a'})
+    two['data']['result'] += matrix(history(-11 * MIN), {'path': '/b'})['data']['result']
+    srv.behaviour = (200, two)
+    result = gate(srv.url, query='sum by (path) (x)')
+    assert result['decision'] == 'unhealthy'
+    assert result['rules']['error_ratio']['labels'] == {'path': '/b'}
+
+
+def test_watch_returns_at_the_first_unhealthy_evaluation(srv):
+    clock = {'now': T - 5 * MIN}
+
+    def answer(count, form):
+        end = float(form['end'])
+        return 200, matrix([s for s in history(-13 * MIN) if s[0] <= end])
+    srv.behaviour = answer
+
+    def sleep(seconds):
+        clock['now'] += seconds
+    params = dict(url=srv.url, job='x', mode='watch', watch_for='20m', poll_interval='1m', retries=0)
+    result = p.gate(params, sleep=sleep, clock=lambda: clock['now'], monotonic=lambda: clock['now'])
+    assert result['decision'] == 'unhealthy'
+    # breach began at T-13m, so it is 10m old at T-3m: evaluations at T-5m, T-4m, T-3m
+    assert result['evaluations'] == 3
+    assert result['decisions'] == ['healthy', 'healthy', 'unhealthy']
+    assert result['decided_at'] == p.iso(T - 3 * MIN)
+    assert result['first_breach_at'] == p.iso(T - 13 * MIN)
+
+
+def test_watch_is_healthy_only_after_the_whole_duration(srv):
+    clock = {'now': T}
+    srv.behaviour = lambda count, form: (200, matrix(
+        [[float(form['end']) - off, 0.01] for off in range(40 * MIN, -1, -30)]))
+
+    def sleep(seconds):
+        clock['now'] += seconds
+    params = dict(url=srv.url, job='x', mode='watch', watch_for='5m', retries=0)
+    result = p.gate(params, sleep=sleep, clock=lambda: clock['now'], monotonic=lambda: clock['now'])
+    assert result['decision'] == 'healthy'
+    assert result['evaluations'] == 11   # every step (30s) for 5m, both ends included
+    assert clock['now'] == T + 5 * MIN
