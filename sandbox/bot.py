@@ -7,7 +7,12 @@ control API), like an ALB sending traffic to the tasks that run:
 - no running tasks: every /api/* request gets 503, as from an ALB without targets;
 - an image tagged "-bad": /api/health is 503 and 3 of every 10 other /api/* requests
   fail with 500 (deterministic, by a counter);
+- an image tagged "-flaky": healthy, and the English FAQ works, but the German FAQ fails
+  with 500 (a localisation bug only the guests' traffic finds: health checks and an English
+  smoke test pass, the error ratio in Prometheus rises);
 - any other image: normal service.
+With --traffic-rps N the bot also plays its guests: N FAQ requests a second to itself, over
+real HTTP, languages en/de/es in turn, so Prometheus has an error ratio to judge.
 Config comes from the state dir (state.json, secrets.json). No access log: the webhook
 token travels in the query string and must not end up in a log.
 """
@@ -37,6 +42,9 @@ from sandbox import state
 POLL_SECONDS = 0.2
 MAX_BODY = 1 << 20
 BAD_MARK = "-bad"
+FLAKY_MARK = "-flaky"
+FLAKY_LANGUAGES = ("de",)
+GUEST_LANGUAGES = ("en", "de", "es")
 
 FAQS: dict[str, list[tuple[str, str]]] = {
     "en": [
@@ -179,6 +187,9 @@ class Bot:
             return (405, {"error": "method not allowed"}) if path in self.paths else (404, {"error": "not found"})
         if BAD_MARK in serving["version"] and path != "/api/health" and self._bad_request_fails():
             return 500, {"error": "internal server error", "version": serving["version"]}
+        if FLAKY_MARK in serving["version"] and path == "/api/faqs" and \
+                query.get("language", ["en"])[0] in FLAKY_LANGUAGES:
+            return 500, {"error": "internal server error", "version": serving["version"]}
         return route(serving, query, headers, body)
 
     def _bad_request_fails(self) -> bool:
@@ -316,15 +327,31 @@ def make_handler(bot: Bot) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def guests(url: str, rps: float) -> None:
+    """Steady guest traffic: FAQ requests to the bot itself, each on a new connection."""
+    turn = 0
+    while True:
+        language = GUEST_LANGUAGES[turn % len(GUEST_LANGUAGES)]
+        turn += 1
+        try:
+            with urllib.request.urlopen(f"{url}/api/faqs?language={language}", timeout=2) as resp:
+                resp.read()
+        except (OSError, ValueError):
+            pass  # an error answer is the point; the metrics count it
+        time.sleep(1.0 / rps)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="demo Hotel Voice Bot")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--service", help="the ECS service this bot follows (default: the seeded one)")
+    parser.add_argument("--traffic-rps", type=float, default=0.0, help="guest FAQ requests per second to itself")
     args = parser.parse_args(argv)
 
     st, secrets = state.load(args.dir), state.load_secrets(args.dir)
     pg = st["postgres"]
-    platform = Platform(st["aws"]["control_url"], st["ecs"]["cluster"], st["ecs"]["service"])
+    platform = Platform(st["aws"]["control_url"], st["ecs"]["cluster"], args.service or st["ecs"]["service"])
     platform.poll()
     threading.Thread(target=platform.run, daemon=True).start()
     db = Database(host=pg["host"], port=pg["port"], user=pg["user"], dbname=pg["database"], password=secrets["postgres_password"])
@@ -332,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(bot))
     server.daemon_threads = True
-    print(f"hotel voice bot on 127.0.0.1:{args.port} (state dir {Path(args.dir)})", flush=True)
+    if args.traffic_rps > 0:
+        threading.Thread(target=guests, args=(f"http://127.0.0.1:{args.port}", args.traffic_rps), daemon=True).start()
+    print(f"hotel voice bot on 127.0.0.1:{args.port} for {platform.url} (state dir {Path(args.dir)})", flush=True)
     server.serve_forever(poll_interval=0.2)
     return 0
 

@@ -119,26 +119,30 @@ def seed(st: dict[str, Any], postgres_password: str) -> dict[str, Any]:
     stable_at = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     ecs.tag_resource(resourceArn=arns[STABLE_REVISION], tags=[{"key": STABLE_TAG, "value": stable_at}])
 
-    ecs.create_service(
-        cluster=state.CLUSTER,
-        serviceName=state.SERVICE,
-        taskDefinition=f"{state.FAMILY}:{STABLE_REVISION}",
-        desiredCount=3,
-        launchType="FARGATE",
-        platformVersion="LATEST",
-        networkConfiguration={"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group], "assignPublicIp": "DISABLED"}},
-        loadBalancers=[{"targetGroupArn": tg_arn, "containerName": state.FAMILY, "containerPort": CONTAINER_PORT}],
-        deploymentConfiguration={
-            "deploymentCircuitBreaker": {"enable": True, "rollback": True},
-            "maximumPercent": 200,
-            "minimumHealthyPercent": 100,
-        },
-        tags=[{"key": LAST_STABLE_TAG, "value": f"{state.FAMILY}:{STABLE_REVISION}"}],
-    )
+    # Production and its staging twin (same cluster, same family), both on the stable release.
+    for name, count in ((state.SERVICE, 3), (state.STAGING_SERVICE, 1)):
+        ecs.create_service(
+            cluster=state.CLUSTER,
+            serviceName=name,
+            taskDefinition=f"{state.FAMILY}:{STABLE_REVISION}",
+            desiredCount=count,
+            launchType="FARGATE",
+            platformVersion="LATEST",
+            networkConfiguration={"awsvpcConfiguration": {"subnets": subnets, "securityGroups": [group], "assignPublicIp": "DISABLED"}},
+            loadBalancers=[{"targetGroupArn": tg_arn, "containerName": state.FAMILY, "containerPort": CONTAINER_PORT}]
+            if name == state.SERVICE else [],
+            deploymentConfiguration={
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+            },
+            tags=[{"key": LAST_STABLE_TAG, "value": f"{state.FAMILY}:{STABLE_REVISION}"}],
+        )
     return {
         "ecs": {
             "cluster": state.CLUSTER,
             "service": state.SERVICE,
+            "staging_service": state.STAGING_SERVICE,
             "family": state.FAMILY,
             "stable_revision": STABLE_REVISION,
             "bad_revision": BAD_REVISION,
@@ -150,7 +154,7 @@ def seed(st: dict[str, Any], postgres_password: str) -> dict[str, Any]:
 
 
 def service_settled(st: dict[str, Any]) -> bool:
-    """The seeded service's first deployment has completed with all tasks running."""
-    svc = client(st, "ecs").describe_services(cluster=state.CLUSTER, services=[state.SERVICE])["services"][0]
-    primary = svc["deployments"][0]
-    return primary["rolloutState"] == "COMPLETED" and svc["runningCount"] == svc["desiredCount"]
+    """The seeded services' first deployments have completed with all tasks running."""
+    found = client(st, "ecs").describe_services(cluster=state.CLUSTER, services=[state.SERVICE, state.STAGING_SERVICE])
+    return all(svc["deployments"][0]["rolloutState"] == "COMPLETED" and svc["runningCount"] == svc["desiredCount"]
+               for svc in found["services"]) and len(found["services"]) == 2

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from sandbox import postgres, procs, prometheus, seed, state
 
-COMPONENTS = ("aws", "postgres", "bot", "prometheus")
+COMPONENTS = ("aws", "postgres", "bot", "bot_staging", "prometheus")
 DEFAULT_DEPLOY_SECONDS = 2.0
 
 
@@ -41,6 +41,7 @@ def _checks(dir: Path, st: dict[str, Any]) -> dict[str, tuple[bool, int | None, 
     marker = str(dir)
     pg_pid = postgres.postmaster_pid(dir)
     aws, bot, prom, pg = st.get("aws", {}), st.get("bot", {}), st.get("prometheus", {}), st.get("postgres", {})
+    staging = st.get("bot_staging", {})
     return {
         "aws": (procs.ours(aws.get("pid"), marker) and procs.http_ok(f"{aws.get('control_url')}/sandbox/health"),
                 aws.get("pid"), f"{aws.get('endpoint_url')} (control {aws.get('control_url')})"),
@@ -48,6 +49,8 @@ def _checks(dir: Path, st: dict[str, Any]) -> dict[str, tuple[bool, int | None, 
                      pg_pid, f"{pg.get('host')}:{pg.get('port')}"),
         "bot": (procs.ours(bot.get("pid"), marker) and procs.http_ok(f"{bot.get('url')}/metrics"),
                 bot.get("pid"), str(bot.get("url"))),
+        "bot_staging": (procs.ours(staging.get("pid"), marker) and procs.http_ok(f"{staging.get('url')}/metrics"),
+                        staging.get("pid"), str(staging.get("url"))),
         "prometheus": (procs.ours(prom.get("pid"), marker) and procs.http_ok(f"{prom.get('url')}/-/healthy"),
                        prom.get("pid"), str(prom.get("url"))),
     }
@@ -112,7 +115,7 @@ def _start(dir: Path) -> dict[str, Any]:
     os.chmod(dir, 0o755)  # the postgres OS user must traverse it when we are root
     secrets = state.new_secrets()
     state.save_secrets(dir, secrets)
-    aws_port, control_port, bot_port, prom_port, pg_port = procs.free_ports(5)
+    aws_port, control_port, bot_port, prom_port, pg_port, staging_port = procs.free_ports(6)
     logs, marker, env = state.logs_dir(dir), str(dir), _child_env()
     st: dict[str, Any] = {
         "dir": marker,
@@ -125,7 +128,9 @@ def _start(dir: Path) -> dict[str, Any]:
                      "bin_dir": str(postgres.BIN_DIR), "data_dir": str(postgres.data_dir(dir)),
                      "superuser": state.PG_SUPERUSER, "socket_dir": str(postgres.socket_dir(dir))},
         "bot": {"url": f"http://127.0.0.1:{bot_port}", "pid": None},
-        "prometheus": {"url": f"http://127.0.0.1:{prom_port}", "pid": None, "job": state.PROMETHEUS_JOB},
+        "bot_staging": {"url": f"http://127.0.0.1:{staging_port}", "pid": None},
+        "prometheus": {"url": f"http://127.0.0.1:{prom_port}", "pid": None, "job": state.PROMETHEUS_JOB,
+                       "staging_job": state.PROMETHEUS_STAGING_JOB},
     }
     control = st["aws"]["control_url"]
 
@@ -135,7 +140,7 @@ def _start(dir: Path) -> dict[str, Any]:
         _python_module("sandbox.aws_server", "--dir", marker, "--port", str(aws_port), "--control-port", str(control_port)),
         logs / "aws.log", cwd=state.REPO_ROOT, env=env)
     state.record_proc(dir, "aws", aws_pid)
-    prom_pid = st["prometheus"]["pid"] = prometheus.start(dir, prom_port, bot_port)
+    prom_pid = st["prometheus"]["pid"] = prometheus.start(dir, prom_port, bot_port, staging_port)
     state.record_proc(dir, "prometheus", prom_pid)
 
     def start_postgres() -> None:
@@ -158,11 +163,21 @@ def _start(dir: Path) -> dict[str, Any]:
             future.result()  # re-raises a failure of either side
     state.save(dir, st)  # the bot reads its config from here
 
-    bot_pid = st["bot"]["pid"] = procs.spawn(_python_module("sandbox.bot", "--dir", marker, "--port", str(bot_port)),
-                                             logs / "bot.log", cwd=state.REPO_ROOT, env=env)
+    traffic = ["--traffic-rps", str(state.TRAFFIC_RPS)]
+    bot_pid = st["bot"]["pid"] = procs.spawn(
+        _python_module("sandbox.bot", "--dir", marker, "--port", str(bot_port), *traffic),
+        logs / "bot.log", cwd=state.REPO_ROOT, env=env)
     state.record_proc(dir, "bot", bot_pid)
+    staging_pid = st["bot_staging"]["pid"] = procs.spawn(
+        _python_module("sandbox.bot", "--dir", marker, "--port", str(staging_port),
+                       "--service", state.STAGING_SERVICE, *traffic),
+        logs / "bot-staging.log", cwd=state.REPO_ROOT, env=env)
+    state.record_proc(dir, "bot_staging", staging_pid)
     _step("bot: /api/health", lambda: procs.wait_for(
         lambda: procs.http_ok(f"{st['bot']['url']}/api/health"), 15, "the bot", bot_pid, logs / "bot.log"))
+    _step("bot (staging): /api/health", lambda: procs.wait_for(
+        lambda: procs.http_ok(f"{st['bot_staging']['url']}/api/health"), 15, "the staging bot", staging_pid,
+        logs / "bot-staging.log"))
     _step("prometheus: ready", lambda: procs.wait_for(
         lambda: prometheus.ready(st["prometheus"]["url"]), 20, "Prometheus", prom_pid, logs / "prometheus.log"))
     procs.http_json(f"{control}/sandbox/calls/reset", method="POST")  # count only what users do
@@ -181,7 +196,7 @@ def down(dir: Path, quiet: bool = False) -> int:
         say(f"sandbox in {dir} is not running")
         return 0
     marker = str(dir)
-    pids = {name: recorded.get(name) or st.get(name, {}).get("pid") for name in ("aws", "bot", "prometheus")}
+    pids = {name: recorded.get(name) or st.get(name, {}).get("pid") for name in ("aws", "bot", "bot_staging", "prometheus")}
 
     pg_pid = postgres.postmaster_pid(dir)
     stopped = 0

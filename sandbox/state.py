@@ -21,11 +21,15 @@ AWS_ACCESS_KEY_ID = "testing"
 AWS_SECRET_ACCESS_KEY = "testing"  # moto accepts any value; this is not a secret
 CLUSTER = "hotel-voice-bot"
 SERVICE = "hotel-voice-bot-service"
+STAGING_SERVICE = "hotel-voice-bot-staging"
 FAMILY = "hotel-voice-bot"
 PG_USER = "hotelbot"
 PG_DATABASE = "hotel_voice_bot"
 PG_SUPERUSER = "postgres"
 PROMETHEUS_JOB = "hotel-voice-bot"
+PROMETHEUS_STAGING_JOB = "hotel-voice-bot-staging"
+# Guest requests a second each bot sends itself, so Prometheus has an error ratio to judge.
+TRAFFIC_RPS = 10
 
 
 def state_dir(dir: str | os.PathLike | None = None) -> Path:
