@@ -90,7 +90,7 @@ class Sink:
             pass
         status = self.process.wait()
         self.errors.seek(0)
-        tail = ' | '.join(self.errors.read().decode('utf-8', 'replace').strip().splitlines()[-3:])
+        tail = ' | '.join(self.errors.read().decode('utf-8', 'replace').strip().splitlines()[-5:])
         self.errors.close()
         return status, tail
 
@@ -118,6 +118,7 @@ class CopyReader:
         self.statement = None
         self.pending = b''
         self.done = False
+        self.truncated = False
 
     def read_header(self):
         """Read up to the COPY line; False if the entry is not a COPY (nothing was loaded then)."""
@@ -158,6 +159,7 @@ class CopyReader:
                 self.done = True
                 cut = marker
             elif not chunk:
+                self.truncated = True
                 raise OpsError('the COPY data ended without its end marker (truncated archive?)')
             parts, size = [data[cut:]], len(data) - cut
             if cut:
@@ -242,12 +244,22 @@ class ParallelLoad:
                 source.wait()
                 self.fallback(line, list_file, name)
                 return
-            connections = self.fan_out(reader, sinks, name)
+            try:
+                connections = self.fan_out(reader, sinks, name)
+            except OpsError as err:
+                if not reader.truncated:
+                    raise
+                # pg_restore closed its output early: its own error says why (and names nothing else)
+                status = source.wait()
+                errors.seek(0)
+                tail = ' | '.join(errors.read().decode('utf-8', 'replace').strip().splitlines()[-5:])
+                raise OpsError('restore: reading the data of %s from the archive failed (exit %s): %s'
+                               % (name, status, tail or err.msg))
             reader.drain()
             status = source.wait()
             if status != 0:
                 errors.seek(0)
-                tail = ' | '.join(errors.read().decode('utf-8', 'replace').strip().splitlines()[-3:])
+                tail = ' | '.join(errors.read().decode('utf-8', 'replace').strip().splitlines()[-5:])
                 raise OpsError('restore: reading the data of %s from the archive failed (exit %s): %s'
                                % (name, status, tail or 'no error output'))
         finally:

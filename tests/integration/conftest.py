@@ -30,6 +30,7 @@ class Sandbox:
     """A running sandbox: its state, secrets, an ECS client and playbook runner."""
 
     def __init__(self, directory):
+        self.started = time.monotonic()
         self.dir = directory
         self.state = sandbox_state.load(directory)
         self.secrets = sandbox_state.load_secrets(directory)
@@ -41,9 +42,30 @@ class Sandbox:
             aws_secret_access_key=self.secrets['aws_secret_access_key'])
 
     # ---- reading platform state
-    def describe(self):
-        answer = self.ecs.describe_services(cluster=self.cluster, services=[self.service], include=['TAGS'])
+    def describe(self, service=None):
+        answer = self.ecs.describe_services(cluster=self.cluster, services=[service or self.service], include=['TAGS'])
         return answer['services'][0]
+
+    def metrics_history(self, seconds=25):
+        """Wait until Prometheus has `seconds` of the bots' traffic (the gate judges a window;
+        a sandbox younger than that is, rightly, inconclusive)."""
+        time.sleep(max(0.0, self.started + seconds - time.monotonic()))
+
+    def admin(self, database='postgres'):
+        pg = self.state['postgres']
+        return psycopg.connect(host=pg['socket_dir'], port=pg['port'], user=pg['superuser'], dbname=database,
+                               autocommit=True)
+
+    def locks(self):
+        """Rows of the release lock table (in the maintenance database, as the inventory says)."""
+        with self.admin() as conn:
+            if conn.execute("SELECT to_regclass('public.hotelbot_release_locks')").fetchone()[0] is None:
+                return []
+            return conn.execute('SELECT name, owner, purpose FROM public.hotelbot_release_locks').fetchall()
+
+    def clear_locks(self):
+        with self.admin() as conn:
+            conn.execute('DROP TABLE IF EXISTS public.hotelbot_release_locks')
 
     def revision(self):
         return int(self.describe()['taskDefinition'].rsplit(':', 1)[1])
@@ -105,9 +127,19 @@ class Sandbox:
         raise AssertionError('bot did not answer with version %s: %r' % (version, self.bot()))
 
     def reset(self):
-        """The seeded situation: revision 3 running, 3 tasks, marked stable, no other ledger."""
+        """The seeded situation: revision 3 running (production and staging), production with 3
+        tasks, marked stable, no other ledger, no revisions newer than the seeded 5, no release locks."""
         control.aws_up(self.dir)
         control.set_deploy_seconds(0.2, self.dir)
+        for arn in self.ecs.list_task_definitions(familyPrefix=FAMILY, status='ACTIVE')['taskDefinitionArns']:
+            if arn.rsplit(':', 1)[0].endswith('/' + FAMILY) and int(arn.rsplit(':', 1)[1]) > 5:
+                self.ecs.deregister_task_definition(taskDefinition=arn)
+        staging = self.describe(self.state['ecs']['staging_service'])
+        if not staging['taskDefinition'].endswith(':3'):
+            self.ecs.update_service(cluster=self.cluster, service=staging['serviceName'], taskDefinition=self.td_arn(3))
+        self.ecs.untag_resource(resourceArn=staging['serviceArn'], tagKeys=list(LEDGER))
+        self.ecs.tag_resource(resourceArn=staging['serviceArn'], tags=[dict(key=LEDGER[0], value=FAMILY + ':3')])
+        self.clear_locks()
         svc = self.describe()
         if self.revision() != 3 or svc['desiredCount'] != 3:
             self.ecs.update_service(cluster=self.cluster, service=self.service,

@@ -1,0 +1,280 @@
+"""Unit tests of module_utils.pg_load that need no server: TOC parsing and cutting COPY streams at rows."""
+import os
+import threading
+
+import pytest
+
+from ansible_collections.hotelbot.ops.plugins.module_utils import pg_load
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+
+LISTING = """;
+; Archive created at 2026-11-22 21:15:00 UTC
+;     dbname: hotel_voice_bot
+;
+; Selected TOC Entries:
+;
+215; 1259 16390 TABLE public bot_messages hotelbot
+216; 1259 16398 SEQUENCE public bot_messages_id_seq hotelbot
+3364; 0 16390 TABLE DATA public bot_messages hotelbot
+3365; 0 16401 TABLE DATA public my table hotelbot
+3366; 0 0 SEQUENCE SET public bot_messages_id_seq hotelbot
+3210; 2606 16405 CONSTRAINT public bot_messages bot_messages_pkey hotelbot
+"""
+
+HEADER = (b'--\n-- PostgreSQL database dump\n--\n\n'
+          b'\\restrict Zx9kQ3fG8s1Lq\n\n'
+          b'-- Dumped from database version 15.18\n-- Dumped by pg_dump version 15.18\n\n'
+          b'SET statement_timeout = 0;\n'
+          b'SET lock_timeout = 0;\n'
+          b"SET client_encoding = 'UTF8';\n"
+          b'SET standard_conforming_strings = on;\n'
+          b"SELECT pg_catalog.set_config('search_path', '', false);\n"
+          b'SET check_function_bodies = false;\n'
+          b'SET xmloption = content;\n'
+          b'SET client_min_messages = warning;\n'
+          b'SET row_security = off;\n'
+          b"SET default_tablespace = '';\n"
+          b'\n--\n-- Data for Name: msgs; Type: TABLE DATA; Schema: public; Owner: hotelbot\n--\n\n')
+COPY = b'COPY public.msgs (id, body) FROM stdin;\n'
+TRAILER = b'\n\n--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict Zx9kQ3fG8s1Lq\n\n'
+
+
+def rows(count, width=30):
+    """COPY text rows, each ending in a newline, with escapes that look like markers inside values."""
+    return [b'%d\trow \\\\. %s \\\\.\\n\\t\xc3\xa4\n' % (i, b'x' * (i % width)) for i in range(count)]
+
+
+def reader_of(data, pieces=7):
+    """A CopyReader over a pipe that a thread feeds with `data` in odd-sized writes, then closes."""
+    rfd, wfd = os.pipe()
+
+    def feed():
+        try:
+            step = max(1, len(data) // pieces)
+            for start in range(0, len(data), step):
+                os.write(wfd, data[start:start + step])
+        except OSError:
+            pass  # the reader closed its end
+        finally:
+            os.close(wfd)
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    reader = pg_load.CopyReader(rfd)
+    reader.thread = writer
+    return reader
+
+
+def close(reader):
+    os.close(reader.fd)
+    reader.thread.join(5)
+
+
+# ---------------------------------------------------------------- TOC
+
+def test_split_toc_separates_table_data_and_drops_comments():
+    data, others = pg_load.split_toc(LISTING)
+    assert data == ['3364; 0 16390 TABLE DATA public bot_messages hotelbot',
+                    '3365; 0 16401 TABLE DATA public my table hotelbot']
+    assert others == ['215; 1259 16390 TABLE public bot_messages hotelbot',
+                      '216; 1259 16398 SEQUENCE public bot_messages_id_seq hotelbot',
+                      '3366; 0 0 SEQUENCE SET public bot_messages_id_seq hotelbot',
+                      '3210; 2606 16405 CONSTRAINT public bot_messages bot_messages_pkey hotelbot']
+
+
+def test_split_toc_of_an_archive_without_data():
+    assert pg_load.split_toc('; nothing\n\n215; 1259 16390 TABLE public t o\n') == (
+        [], ['215; 1259 16390 TABLE public t o'])
+
+
+@pytest.mark.parametrize('line, name', [
+    ('3364; 0 16418 TABLE DATA public bot_messages hotelbot', 'public.bot_messages'),
+    ('3365; 0 16401 TABLE DATA public my table hotelbot', 'public.my table'),
+    ('12; 0 7 TABLE DATA billing invoices_2026 postgres', 'billing.invoices_2026'),
+])
+def test_entry_name(line, name):
+    assert pg_load.entry_name(line) == name
+
+
+# ---------------------------------------------------------------- end marker
+
+@pytest.mark.parametrize('block, offset', [
+    (b'\\.\n', 0),
+    (b'\\.\n\n-- complete\n', 0),
+    (b'1\ta\n2\tb\n\\.\n', 8),
+    (b'1\ta\n\\.\n\n\\unrestrict x\n', 4),
+    (b'1\ta\n2\tb\n', -1),
+    (b'', -1),
+    # escaped backslash-dot inside values is data, not the marker
+    (b'1\t\\\\.\n2\tx\\\\.\n', -1),
+    (b'1\t\\.x\n', -1),
+    (b'\\\\.\n', -1),
+    # a line that only starts with the marker is not the marker
+    (b'1\ta\n\\.x\n', -1),
+])
+def test_end_of_data(block, offset):
+    assert pg_load.end_of_data(block) == offset
+
+
+# ---------------------------------------------------------------- CopyReader
+
+def test_header_settings_statement_and_all_rows():
+    body = b''.join(rows(200))
+    reader = reader_of(HEADER + COPY + body + b'\\.\n' + TRAILER)
+    try:
+        assert reader.read_header() is True
+        assert reader.statement == 'COPY public.msgs (id, body) FROM stdin'
+        assert reader.settings == {'statement_timeout': '0', 'lock_timeout': '0', 'client_encoding': 'UTF8',
+                                   'standard_conforming_strings': 'on', 'check_function_bodies': 'false',
+                                   'xmloption': 'content', 'client_min_messages': 'warning',
+                                   'row_security': 'off', 'default_tablespace': ''}
+        assert b''.join(reader.blocks()) == body
+        assert reader.done and not reader.truncated
+        reader.drain()
+    finally:
+        close(reader)
+
+
+def test_header_split_across_reads(monkeypatch):
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 5)   # every read returns at most 5 bytes
+    body = b''.join(rows(20))
+    reader = reader_of(HEADER + COPY + body + b'\\.\n' + TRAILER, pieces=50)
+    try:
+        assert reader.read_header()
+        assert reader.statement == 'COPY public.msgs (id, body) FROM stdin'
+        assert reader.settings['client_encoding'] == 'UTF8'
+        assert b''.join(reader.blocks()) == body
+    finally:
+        close(reader)
+
+
+@pytest.mark.parametrize('block_bytes', [1, 7, 64, 333, 4096])
+def test_blocks_are_whole_rows(monkeypatch, block_bytes):
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', block_bytes)
+    expected = rows(300)
+    reader = reader_of(HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER, pieces=13)
+    try:
+        assert reader.read_header()
+        blocks = list(reader.blocks())
+    finally:
+        close(reader)
+    assert all(block and block.endswith(b'\n') for block in blocks)
+    assert b''.join(blocks) == b''.join(expected)
+    # each block is a run of complete rows: splitting them gives back exactly the rows
+    assert [line + b'\n' for block in blocks for line in block[:-1].split(b'\n')] == expected
+    if block_bytes < 100:
+        assert len(blocks) > 10
+
+
+def test_end_marker_at_the_start_of_a_block(monkeypatch):
+    """The rows end exactly on a block boundary: the next block starts with the marker."""
+    body = b''.join(rows(10))
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', len(body))
+    rfd, wfd = os.pipe()
+    os.write(wfd, HEADER + COPY)
+    reader = pg_load.CopyReader(rfd)
+    try:
+        assert reader.read_header() and reader.pending == b''
+        os.write(wfd, body)
+        blocks = reader.blocks()
+        assert next(blocks) == body            # a full block, the marker not yet read
+        assert not reader.done
+        os.write(wfd, b'\\.\n' + TRAILER)
+        os.close(wfd)
+        wfd = None
+        assert list(blocks) == []              # the marker alone: no further block
+        assert reader.done
+    finally:
+        os.close(rfd)
+        if wfd is not None:
+            os.close(wfd)
+
+
+def test_end_marker_in_the_middle_of_a_block_and_trailer_ignored():
+    body = b''.join(rows(5))
+    reader = reader_of(HEADER + COPY + body + b'\\.\n' + TRAILER + b'5\tnot a row\n', pieces=1)
+    try:
+        assert reader.read_header()
+        assert list(reader.blocks()) == [body]
+        assert reader.done
+    finally:
+        close(reader)
+
+
+def test_empty_table():
+    reader = reader_of(HEADER + COPY + b'\\.\n' + TRAILER)
+    try:
+        assert reader.read_header()
+        assert list(reader.blocks()) == []
+        assert reader.done
+    finally:
+        close(reader)
+
+
+@pytest.mark.parametrize('cut', [0, 1, 17])
+def test_truncated_stream_without_end_marker_is_an_error(monkeypatch, cut):
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 64)
+    body = b''.join(rows(40))
+    reader = reader_of(HEADER + COPY + body[:len(body) - cut])
+    try:
+        assert reader.read_header()
+        received = []
+        with pytest.raises(OpsError, match='ended without its end marker'):
+            for block in reader.blocks():
+                received.append(block)
+    finally:
+        close(reader)
+    assert reader.truncated and not reader.done
+    # what was handed out before the error were whole rows only, never a partial line
+    handed = b''.join(received)
+    assert body.startswith(handed) and (not handed or handed.endswith(b'\n'))
+
+
+def test_insert_entry_is_not_a_copy():
+    data = HEADER + b"INSERT INTO public.msgs VALUES (1, 'a');\nINSERT INTO public.msgs VALUES (2, 'b');\n" + TRAILER
+    reader = reader_of(data)
+    try:
+        assert reader.read_header() is False
+        assert reader.statement is None
+    finally:
+        close(reader)
+
+
+@pytest.mark.parametrize('data', [b'', HEADER, HEADER + b'COPY public.msgs (id, body) FROM stdin'])
+def test_output_ending_before_a_copy_line_is_not_a_copy(data):
+    reader = reader_of(data)
+    try:
+        assert reader.read_header() is False
+    finally:
+        close(reader)
+
+
+# ---------------------------------------------------------------- sink environment
+
+def test_sink_env_passes_archive_settings_and_session_options(monkeypatch):
+    monkeypatch.delenv('PGOPTIONS', raising=False)
+    monkeypatch.delenv('PGCLIENTENCODING', raising=False)
+    params = dict(host='/tmp/sock', port=5432, user='bot', password=None, database='live', sslmode=None,
+                  sslrootcert=None, passfile=None, connect_timeout=5, connect_params={})
+    load = pg_load.ParallelLoad(params, 'live__restore_x', '/b.dump',
+                                session_options=dict(synchronous_commit='off', maintenance_work_mem='512MB'))
+    env = load.sink_env({'client_encoding': 'LATIN1', 'statement_timeout': '0', 'row_security': 'off',
+                         'synchronous_commit': 'on', 'search_path': 'a b', 'application_name': "it's",
+                         'default_tablespace': '', 'xmloption': 'content'})
+    assert env['PGDATABASE'] == 'live__restore_x' and env['PGHOST'] == '/tmp/sock'
+    assert env['PGCLIENTENCODING'] == 'LATIN1'
+    options = env['PGOPTIONS'].split(' -c ')
+    assert options[0].startswith('-c ')
+    options[0] = options[0][3:]
+    # our session options win over the archive's; unsafe or empty values are dropped
+    assert sorted(options) == ['maintenance_work_mem=512MB', 'row_security=off', 'statement_timeout=0',
+                               'synchronous_commit=off', 'xmloption=content']
+    assert 'client_encoding' not in env['PGOPTIONS']
+
+
+def test_sink_env_without_settings(monkeypatch):
+    monkeypatch.delenv('PGOPTIONS', raising=False)
+    monkeypatch.delenv('PGCLIENTENCODING', raising=False)
+    params = dict(host='h', port=5432, user='u', database='d', connect_params={})
+    env = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump').sink_env({})
+    assert 'PGOPTIONS' not in env and 'PGCLIENTENCODING' not in env
+    assert pg_load.ParallelLoad(params, 't', '/b', workers=1).workers == 2
