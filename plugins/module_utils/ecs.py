@@ -22,6 +22,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import copy
 import datetime
 import re
 import time
@@ -47,6 +48,12 @@ SECRET_NAME = re.compile(r'pass|secret|token|key|credential|private|dsn|auth|coo
 URL_PASSWORD = re.compile(r'(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<password>[^@\s]+)(?P<tail>@)', re.I)
 TD_ARN = re.compile(r'^arn:aws[a-z-]*:ecs:[^:]*:[0-9]*:task-definition/(?P<family>[^:]+):(?P<revision>[0-9]+)$')
 SYMBOLIC_TARGETS = ('current', 'previous', 'last_stable')
+# What RegisterTaskDefinition accepts of a described task definition (tags come from
+# DescribeTaskDefinition's include=['TAGS']); the rest (arn, revision, status,
+# requiresAttributes, compatibilities, registered*/deregisteredAt) is read only.
+REGISTER_FIELDS = ('family', 'taskRoleArn', 'executionRoleArn', 'networkMode', 'containerDefinitions', 'volumes',
+                   'placementConstraints', 'requiresCompatibilities', 'cpu', 'memory', 'pidMode', 'ipcMode',
+                   'proxyConfiguration', 'inferenceAccelerators', 'ephemeralStorage', 'runtimePlatform')
 
 
 # --------------------------------------------------------------------------- naming
@@ -151,6 +158,17 @@ class EcsService:
 
     def task_definition(self, arn):
         answer = self._call('DescribeTaskDefinition %s' % arn, 'describe_task_definition', taskDefinition=arn)
+        return answer['taskDefinition']
+
+    def task_definition_and_tags(self, arn):
+        """(task definition, its tags as [{key, value}])."""
+        answer = self._call('DescribeTaskDefinition %s' % arn, 'describe_task_definition',
+                            taskDefinition=arn, include=['TAGS'])
+        return answer['taskDefinition'], answer.get('tags') or []
+
+    def register(self, request):
+        answer = self._call('RegisterTaskDefinition for %s' % request.get('family'), 'register_task_definition',
+                            **request)
         return answer['taskDefinition']
 
     def update(self, **kwargs):
@@ -355,6 +373,108 @@ def images(task_definition):
     return [c.get('image') for c in task_definition.get('containerDefinitions', [])]
 
 
+def images_by_container(task_definition):
+    return dict((c.get('name'), c.get('image')) for c in task_definition.get('containerDefinitions', []))
+
+
+# --------------------------------------------------------------------------- new image
+
+def _empty(value):
+    return value is None or (isinstance(value, (list, dict, str)) and len(value) == 0)
+
+
+def normalized(value):
+    """A comparable form: empty values dropped, lists of named items (containers,
+    environment, secrets) in name order."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            item = normalized(item)
+            if not _empty(item):
+                out[key] = item
+        return out
+    if isinstance(value, list):
+        items = [normalized(item) for item in value]
+        if items and all(isinstance(item, dict) and 'name' in item for item in items):
+            items.sort(key=lambda item: str(item['name']))
+        return items
+    return value
+
+
+def registration(task_definition, tags=None):
+    """The RegisterTaskDefinition request that registers task_definition again.
+
+    Read-only fields are dropped. Tags are copied except the stable mark (a new
+    revision is not stable until verified) and AWS-reserved ones.
+    """
+    request = dict((key, copy.deepcopy(task_definition[key])) for key in REGISTER_FIELDS
+                   if not _empty(task_definition.get(key)))
+    kept = [dict(key=t['key'], value=t.get('value', '')) for t in tags or []
+            if t.get('key') != TAG_STABLE_ON_REVISION and not str(t.get('key', '')).startswith('aws:')]
+    if kept:
+        request['tags'] = kept
+    return request
+
+
+def comparable(request_or_td):
+    """What must be equal for two task definitions to be the same release (tags aside)."""
+    return normalized(dict((key, request_or_td.get(key)) for key in REGISTER_FIELDS))
+
+
+def pick_container(task_definition, container, name):
+    """The container to put the image in: the named one, or the only one."""
+    names = [c.get('name') for c in task_definition.get('containerDefinitions', [])]
+    if container is not None:
+        if container not in names:
+            raise OpsError('%s has no container %r (containers: %s)' % (name, container, ', '.join(names) or 'none'))
+        return container
+    if len(names) == 1:
+        return names[0]
+    raise OpsError('%s has %d containers (%s): set container to the one that gets the image'
+                   % (name, len(names), ', '.join(names) or 'none'))
+
+
+def image_plan(ecs, svc, family, current, base, revisions, image, container=None, hide=lambda *values: None):
+    """Decide how to run base with image in container.
+
+    Returns dict(action='running'|'reuse'|'register', entry (None for register),
+    request (the RegisterTaskDefinition request), base, container, image, images).
+    A revision identical to the wanted one (the running one, else the newest ACTIVE one)
+    is used instead of registering a duplicate: a re-run after a timeout registers nothing.
+    """
+    base_arn = base['arn'] or svc['taskDefinition']
+    base_td, base_tags = ecs.task_definition_and_tags(base_arn)
+    hide(*secret_values(base_td))
+    name = pick_container(base_td, container, base['name'])
+    request = registration(base_td, base_tags)
+    for definition in request.get('containerDefinitions', []):
+        if definition.get('name') == name:
+            definition['image'] = image
+    plan = dict(action='register', entry=None, request=request, base=base['name'], container=name, image=image,
+                images=images(request))
+    wanted = comparable(request)
+    known = {base_arn: base_td}
+
+    def described(arn):
+        if arn not in known:
+            known[arn] = ecs.task_definition(arn)
+            hide(*secret_values(known[arn]))
+        return known[arn]
+
+    plan['current_td'] = described(svc['taskDefinition'])
+    if comparable(plan['current_td']) == wanted:
+        entry = find_revision(revisions, current) or dict(
+            revision=current, name=revision_name(family, current), arn=svc['taskDefinition'], status='UNKNOWN')
+        plan.update(action='running', entry=dict(entry, reason='%s already runs %s (%s with that image)'
+                                                  % (ecs.service, image, base['name'])))
+        return plan
+    newest = next((r for r in revisions if r['status'] == 'ACTIVE'), None)
+    if newest is not None and comparable(described(newest['arn'])) == wanted:
+        plan.update(action='reuse', entry=dict(newest, reason='%s is already %s with image %s; reused, not registered '
+                                                              'again' % (newest['name'], base['name'], image)))
+    return plan
+
+
 # --------------------------------------------------------------------------- info
 
 def release_info(ecs, target=None, environment_of=None, diff_from=None, diff_to=None,
@@ -476,9 +596,22 @@ def deployment_outcome(svc, deployment_id, target_arn):
 
 def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_desired_count=False,
             mark_stable=False, wait=True, wait_timeout=600, check_mode=False, expected_current=None,
-            hide=lambda *values: None, waiter=None, clock=time.time):
-    """Roll the service to spec, scale it, wait for it, mark it stable. Returns the result dict."""
+            hide=lambda *values: None, waiter=None, clock=time.time, image=None, container=None):
+    """Roll the service to spec, scale it, wait for it, mark it stable. Returns the result dict.
+
+    With image, spec names the base: a revision of the family with image in container
+    is registered (unless an identical one runs or is the newest) and rolled out.
+    """
     started_at = datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc)
+    if image is not None:
+        image = str(image).strip()
+        if not image:
+            raise OpsError('image must not be empty')
+        if force_new_deployment:
+            raise OpsError('image and force_new_deployment are mutually exclusive: image already deploys a new '
+                           'revision (force_new_deployment only redeploys the same one)')
+    elif container is not None:
+        raise OpsError('container only applies with image (it names the container that gets the image)')
     svc = ecs.describe()
     family, current = parse_task_definition(svc['taskDefinition'])
     if expected_current is not None and current != int(expected_current):
@@ -493,7 +626,15 @@ def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_d
     except OpsError:
         revisions = ecs.revisions(family)
         target = resolve_target(spec, family, current, revisions, tags)
-    target_arn = target['arn'] or svc['taskDefinition']
+    plan = None
+    if image is not None:
+        plan = image_plan(ecs, svc, family, current, target, revisions, image, container=container, hide=hide)
+        if plan['entry'] is not None:
+            target = plan['entry']
+        else:
+            target = dict(revision=None, arn=None, name=None, status=None,
+                          reason='would register a new revision of %s from %s with image %s'
+                                 % (family, plan['base'], image))
     before = dict(revision=revision_name(family, current), desired_count=svc.get('desiredCount'),
                   last_stable=tags.get(TAG_LAST_STABLE))
 
@@ -509,24 +650,50 @@ def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_d
         new_desired = desired_count
     scale = new_desired != svc.get('desiredCount')
 
-    # A deployment of the target that is already rolling (e.g. the run that started it
-    # lost contact with ECS) is waited on, not started again.
-    primary = primary_deployment(svc) or {}
-    in_flight = primary.get('taskDefinition') == target_arn and primary.get('rolloutState') == 'IN_PROGRESS'
     deploy = target['revision'] != current or force_new_deployment
-    stable_mark = revision_name(family, target['revision'])
-    mark = mark_stable and tags.get(TAG_LAST_STABLE) != stable_mark
     if mark_stable and not wait and (deploy or scale):
         raise OpsError('mark_stable needs wait: true when a deployment is started '
                        '(a revision is only stable once it has rolled out)')
+    registered = None
+    if plan is not None and plan['entry'] is None and not check_mode:
+        new_td = ecs.register(plan['request'])
+        hide(*secret_values(new_td))
+        fam, rev = parse_task_definition(new_td['taskDefinitionArn'])
+        registered = revision_name(fam, rev)
+        target = dict(revision=rev, arn=new_td['taskDefinitionArn'], name=registered, status='ACTIVE',
+                      reason='registered from %s with image %s' % (plan['base'], image))
+    target_arn = target['arn'] or (svc['taskDefinition'] if target['revision'] is not None else None)
+    if plan is not None:
+        target_images = plan['images']
+    elif target['revision'] == current:
+        target_images = images(ecs.task_definition(svc['taskDefinition']))
+    else:
+        target_images = images(ecs.task_definition(target_arn))
+
+    # A deployment of the target that is already rolling (e.g. the run that started it
+    # lost contact with ECS) is waited on, not started again.
+    primary = primary_deployment(svc) or {}
+    in_flight = (target_arn is not None and primary.get('taskDefinition') == target_arn
+                 and primary.get('rolloutState') == 'IN_PROGRESS')
+    if target['revision'] is None:
+        stable_mark = '(new revision of %s)' % family   # check mode: not registered, so no number yet
+    else:
+        stable_mark = revision_name(family, target['revision'])
+    mark = mark_stable and tags.get(TAG_LAST_STABLE) != stable_mark
 
     after = dict(before, revision=stable_mark, desired_count=new_desired,
                  last_stable=stable_mark if mark_stable else before['last_stable'])
+    if plan is not None:
+        # Images only: container definitions carry the environment (secrets).
+        before['images'] = images_by_container(plan['current_td'])
+        after['images'] = dict((c.get('name'), c.get('image')) for c in plan['request'].get('containerDefinitions', []))
     changed = deploy or scale or mark
     result = dict(
         changed=changed, cluster=ecs.cluster, service=ecs.service,
         from_revision=dict(name=before['revision'], revision=current, arn=svc['taskDefinition']),
-        to_revision=dict(name=stable_mark, revision=target['revision'], arn=target_arn, reason=target['reason']),
+        to_revision=dict(name=target['name'] if target['revision'] is None else stable_mark,
+                         revision=target['revision'], arn=target_arn, reason=target['reason'], images=target_images),
+        registered=registered,
         desired_count=dict(before=svc.get('desiredCount'), after=new_desired),
         previous_desired_count=svc.get('desiredCount'),
         deployment_id=primary.get('id') if in_flight and not force_new_deployment else None,
@@ -534,6 +701,8 @@ def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_d
         deployment_started=False, marked_stable=False, events=[], waited_s=0.0,
         diff=dict(before=before, after=after),
     )
+    if plan is not None:
+        result['msg'] = target['reason']
     if check_mode:
         result['deployment_started'] = deploy
         result['marked_stable'] = mark
@@ -547,15 +716,21 @@ def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_d
             ledger[TAG_ROLLBACK] = '%s->%s' % (before['revision'], stable_mark)
         if scale and not restore_desired_count:
             ledger[TAG_DESIRED_BEFORE] = str(svc.get('desiredCount'))
-        if ledger:
-            ecs.tag(svc['serviceArn'], ledger)
         kwargs = {}
         if deploy:
             kwargs['taskDefinition'] = target_arn
             kwargs['forceNewDeployment'] = bool(force_new_deployment)
         if scale:
             kwargs['desiredCount'] = new_desired
-        updated = ecs.update(**kwargs)
+        try:
+            if ledger:
+                ecs.tag(svc['serviceArn'], ledger)
+            updated = ecs.update(**kwargs)
+        except OpsError as err:
+            if registered is None:
+                raise
+            raise _failure('%s (%s was registered; a re-run deploys it without registering another)'
+                           % (err.msg, registered), dict(result, changed=True))
         if deploy:
             # A scale alone starts no deployment: the PRIMARY one just changes its count.
             new_primary = primary_deployment(updated) or {}
@@ -597,6 +772,7 @@ def _failure(msg, result, **extra):
     """An OpsError that carries what was done so far (result) to the user."""
     fields = dict(result, **extra)
     changed = fields.pop('changed')
+    fields.pop('msg', None)
     return OpsError(msg, changed=changed, **fields)
 
 

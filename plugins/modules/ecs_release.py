@@ -56,9 +56,30 @@ options:
     type: raw
     default: current
   force_new_deployment:
-    description: Start a new deployment even when the revision does not change (pull the image again).
+    description:
+      - Start a new deployment even when the revision does not change (pull the image again).
+      - Mutually exclusive with O(image) (which deploys a new revision anyway).
     type: bool
     default: false
+  image:
+    description:
+      - Deploy this container image (for example V(ghcr.io/hotelbot/hotel-voice-bot:1.2.1)), for a hot-patch.
+      - Registers a new revision of the family, copied from the revision O(revision) names (by default
+        the one the service runs now) with the image of O(container) replaced, then deploys it exactly like
+        a O(revision) deploy (wait, events, failure handling, O(expected_current) apply).
+      - The new revision keeps the base's tags except C(hotelbot.ops/stable), since it is not stable until verified.
+      - Idempotent. When the service already runs that definition nothing is registered or deployed; when the
+        newest ACTIVE revision of the family is that definition (for example after a run that timed out), it
+        is deployed instead of registering a duplicate.
+      - In check mode nothing is registered; the revision number in RV(to_revision) is null and its reason (and
+        RV(msg)) says what would be registered.
+    type: str
+  container:
+    description:
+      - The container that gets O(image). Defaults to the only container; required when the task
+        definition has several.
+      - Only with O(image).
+    type: str
   desired_count:
     description: Set the service's desired count. The count it replaces is remembered.
     type: int
@@ -124,6 +145,21 @@ EXAMPLES = r'''
     service: hotel-voice-bot-service
     force_new_deployment: true
 
+- name: Hot-patch - deploy a new image (registers a new revision from the running one)
+  hotelbot.ops.ecs_release:
+    cluster: hotel-voice-bot
+    service: hotel-voice-bot-service
+    image: ghcr.io/hotelbot/hotel-voice-bot:1.2.1
+    expected_current: 3
+
+- name: Hot-patch the last stable release instead, in the container named bot
+  hotelbot.ops.ecs_release:
+    cluster: hotel-voice-bot
+    service: hotel-voice-bot-service
+    revision: last_stable
+    image: ghcr.io/hotelbot/hotel-voice-bot:1.2.1
+    container: bot
+
 - name: After verification, mark what runs as stable - only if it still runs revision 3
   hotelbot.ops.ecs_release:
     cluster: hotel-voice-bot
@@ -140,10 +176,25 @@ from_revision:
   type: dict
   sample: {name: "hotel-voice-bot:4", revision: 4, arn: "arn:aws:ecs:us-east-1:123456789012:task-definition/hotel-voice-bot:4"}
 to_revision:
-  description: The revision the service runs after (or would, in check mode), and why it was chosen.
+  description:
+    - The revision the service runs after (or would, in check mode), why it was chosen, and the images of its
+      containers (in container order).
+    - In check mode with O(image), when a revision would be registered, its name, revision and arn are null
+      (the number is only known once registered).
   returned: success
   type: dict
-  sample: {name: "hotel-voice-bot:3", revision: 3, reason: the last revision marked stable}
+  sample: {name: "hotel-voice-bot:3", revision: 3, reason: the last revision marked stable,
+           images: ["ghcr.io/hotelbot/hotel-voice-bot:1.2.0"]}
+msg:
+  description: With O(image), what was (or would be) done, e.g. which revision was registered or reused.
+  returned: when O(image) is set
+  type: str
+  sample: registered from hotel-voice-bot:3 with image ghcr.io/hotelbot/hotel-voice-bot:1.2.1
+registered:
+  description: The revision registered for O(image) (V(family:revision)), or null when none was.
+  returned: success
+  type: str
+  sample: hotel-voice-bot:6
 desired_count:
   description: Desired count before and after.
   returned: success
@@ -205,6 +256,8 @@ def main():
         expected_current=dict(type='int'),
         wait=dict(type='bool', default=True),
         wait_timeout=dict(type='int', default=600),
+        image=dict(type='str'),
+        container=dict(type='str'),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -224,7 +277,7 @@ def main():
             force_new_deployment=p['force_new_deployment'], desired_count=p['desired_count'],
             restore_desired_count=p['restore_desired_count'], mark_stable=p['mark_stable'],
             wait=p['wait'], wait_timeout=p['wait_timeout'], check_mode=module.check_mode,
-            expected_current=p['expected_current'],
+            expected_current=p['expected_current'], image=p['image'], container=p['container'],
             hide=lambda *v: hide(module, *v),
         )
         if not module._diff:

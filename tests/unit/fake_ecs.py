@@ -3,6 +3,7 @@
 It keeps services, task definitions and tags, pages ListTaskDefinitions, and moves
 deployments forward one step per DescribeServices call according to a script.
 """
+import copy
 import datetime
 import itertools
 
@@ -10,6 +11,9 @@ import botocore.exceptions
 
 ACCOUNT = '123456789012'
 REGION = 'us-east-1'
+REGISTER_FIELDS = {'taskRoleArn', 'executionRoleArn', 'networkMode', 'volumes', 'placementConstraints',
+                   'requiresCompatibilities', 'cpu', 'memory', 'pidMode', 'ipcMode', 'proxyConfiguration',
+                   'inferenceAccelerators', 'ephemeralStorage', 'runtimePlatform'}
 
 
 def td_arn(family, revision):
@@ -37,11 +41,11 @@ class FakeEcs:
         self.describe_failures = []  # exceptions DescribeServices raises, first one first
 
     # ---- setup helpers
-    def register(self, family, revision, image, status='ACTIVE', env=None):
+    def register(self, family, revision, image, status='ACTIVE', env=None, containers=None, **fields):
         arn = td_arn(family, revision)
         self.task_defs[arn] = dict(
-            taskDefinitionArn=arn, family=family, revision=revision, status=status,
-            containerDefinitions=[dict(name='bot', image=image, environment=env or [])])
+            fields, taskDefinitionArn=arn, family=family, revision=revision, status=status,
+            containerDefinitions=containers or [dict(name='bot', image=image, environment=env or [])])
         return arn
 
     def add_service(self, cluster, name, revision_arn, desired=3, tags=None):
@@ -91,12 +95,29 @@ class FakeEcs:
             answer['nextToken'] = str(start + self.page_size)
         return answer
 
-    def describe_task_definition(self, taskDefinition):
+    def describe_task_definition(self, taskDefinition, include=None):
         self.calls.append('DescribeTaskDefinition')
         td = self.task_defs.get(taskDefinition)
         if td is None:
             raise client_error('ClientException', 'Unable to describe task definition.', 'DescribeTaskDefinition')
-        return dict(taskDefinition=td)
+        answer = dict(taskDefinition=copy.deepcopy(td))
+        if include and 'TAGS' in include:
+            answer['tags'] = [dict(key=k, value=v) for k, v in self.tags.get(taskDefinition, {}).items()]
+        return answer
+
+    def register_task_definition(self, family, containerDefinitions, tags=None, **fields):
+        """Like ECS: the next revision number of the family (deregistered ones count too)."""
+        self.calls.append('RegisterTaskDefinition')
+        unknown = set(fields) - REGISTER_FIELDS
+        if unknown:
+            raise TypeError('RegisterTaskDefinition does not take %s' % ', '.join(sorted(unknown)))
+        revision = max([td['revision'] for td in self.task_defs.values() if td['family'] == family] or [0]) + 1
+        arn = td_arn(family, revision)
+        self.task_defs[arn] = dict(copy.deepcopy(fields), taskDefinitionArn=arn, family=family, revision=revision,
+                                   status='ACTIVE', containerDefinitions=copy.deepcopy(containerDefinitions),
+                                   compatibilities=['EC2'], registeredBy='arn:aws:iam::%s:user/test' % ACCOUNT)
+        self.tags[arn] = dict((t['key'], t['value']) for t in tags or [])
+        return dict(taskDefinition=copy.deepcopy(self.task_defs[arn]), tags=tags or [])
 
     def update_service(self, cluster, service, taskDefinition=None, forceNewDeployment=False, desiredCount=None):
         self.calls.append('UpdateService')

@@ -269,3 +269,156 @@ def test_release_lists_inactive_revisions_only_to_explain_a_refusal(fake):
     fake.calls.clear()
     with pytest.raises(OpsError, match='INACTIVE'):
         run_release(fake, 1)
+
+
+# ---------------------------------------------------------------- image (hot-patch)
+
+PATCH = 'bot:1.2.1'
+SECRETS = ('sk-live-abcdef123456', 'hunter2secret', 'sk-live-zzzzzz999999')
+
+
+def registered_revisions(fake):
+    return sorted(td['revision'] for td in fake.task_defs.values() if td['family'] == FAMILY)
+
+
+def test_image_registers_from_current_and_deploys(fake):
+    fake.tags[td_arn(FAMILY, 4)] = {'team': 'voice', ecs_utils.TAG_STABLE_ON_REVISION: 'yesterday'}
+    fake.task_defs[td_arn(FAMILY, 4)].update(cpu='256', memory='512', requiresAttributes=[dict(name='x')],
+                                             compatibilities=['EC2', 'FARGATE'], registeredAt='2026-01-01')
+    result = run_release(fake, 'current', image=PATCH, mark_stable=True)
+    new = fake.task_defs[td_arn(FAMILY, 5)]
+    assert result['changed'] and result['deployment_started'] and result['registered'] == FAMILY + ':5'
+    assert result['to_revision']['revision'] == 5 and result['to_revision']['images'] == [PATCH]
+    assert result['rollout_state'] == 'COMPLETED' and current_revision(fake) == '5'
+    assert new['containerDefinitions'][0]['image'] == PATCH
+    # everything else copied from 4, read-only fields not sent
+    assert new['containerDefinitions'][0]['environment'] == fake.task_defs[td_arn(FAMILY, 4)]['containerDefinitions'][0]['environment']
+    assert (new['cpu'], new['memory']) == ('256', '512') and 'requiresAttributes' not in new and 'registeredAt' not in new
+    # tags copied except the stable mark of the base; the new one is stable only once verified (mark_stable)
+    assert fake.tags[td_arn(FAMILY, 5)]['team'] == 'voice'
+    assert result['marked_stable'] and fake.tags[fake.services[(CLUSTER, SERVICE)]['serviceArn']][
+        ecs_utils.TAG_LAST_STABLE] == FAMILY + ':5'
+    assert 'rollback' not in str(fake.tags[fake.services[(CLUSTER, SERVICE)]['serviceArn']])
+
+
+def test_image_does_not_copy_the_stable_mark(fake):
+    fake.tags[td_arn(FAMILY, 3)] = {ecs_utils.TAG_STABLE_ON_REVISION: '2026-11-01T00:00:00+00:00', 'team': 'voice'}
+    run_release(fake, 'last_stable', image=PATCH)
+    assert fake.tags[td_arn(FAMILY, 5)] == {'team': 'voice'}
+
+
+def test_image_from_a_named_revision(fake):
+    result = run_release(fake, 3, image=PATCH)
+    new = fake.task_defs[td_arn(FAMILY, 5)]
+    assert result['registered'] == FAMILY + ':5' and current_revision(fake) == '5'
+    assert new['containerDefinitions'][0]['environment'] == fake.task_defs[td_arn(FAMILY, 3)]['containerDefinitions'][0]['environment']
+    assert 'from hotel-voice-bot:3 with image bot:1.2.1' in result['to_revision']['reason']
+    assert result['diff']['before']['images'] == {'bot': 'bot:1.3.0-bad'}
+    assert result['diff']['after']['images'] == {'bot': PATCH}
+
+
+def test_image_needs_a_container_when_there_are_several(fake):
+    fake.task_defs[td_arn(FAMILY, 4)]['containerDefinitions'].append(dict(name='sidecar', image='envoy:1'))
+    with pytest.raises(OpsError, match=r'hotel-voice-bot:4 has 2 containers \(bot, sidecar\): set container'):
+        run_release(fake, 'current', image=PATCH)
+    with pytest.raises(OpsError, match=r"has no container 'nope' \(containers: bot, sidecar\)"):
+        run_release(fake, 'current', image=PATCH, container='nope')
+    assert 'RegisterTaskDefinition' not in fake.calls and 'UpdateService' not in fake.calls
+    result = run_release(fake, 'current', image='envoy:2', container='sidecar')
+    assert result['to_revision']['images'] == ['bot:1.3.0-bad', 'envoy:2']
+    assert [c['image'] for c in fake.task_defs[td_arn(FAMILY, 5)]['containerDefinitions']] == ['bot:1.3.0-bad', 'envoy:2']
+
+
+def test_image_rerun_changes_nothing(fake):
+    run_release(fake, 'current', image=PATCH)
+    fake.calls.clear()
+    again = run_release(fake, 'current', image=PATCH)
+    assert not again['changed'] and again['registered'] is None and not again['deployment_started']
+    assert again['to_revision']['revision'] == 5 and 'already runs bot:1.2.1' in again['to_revision']['reason']
+    assert not {'RegisterTaskDefinition', 'UpdateService'} & set(fake.calls)
+    # the same hot-patch named from its base (4) is also what runs already
+    assert not run_release(fake, 4, image=PATCH)['changed']
+    assert registered_revisions(fake) == [1, 2, 3, 4, 5]
+
+
+def test_image_reuses_an_identical_newest_revision(fake):
+    # A run registered 5 but died before UpdateService (or timed out): the re-run deploys 5.
+    ecs_utils.EcsService(fake, CLUSTER, SERVICE).register(
+        ecs_utils.registration(dict(fake.task_defs[td_arn(FAMILY, 4)], containerDefinitions=[
+            dict(fake.task_defs[td_arn(FAMILY, 4)]['containerDefinitions'][0], image=PATCH)])))
+    fake.calls.clear()
+    result = run_release(fake, 'current', image=PATCH)
+    assert result['changed'] and result['registered'] is None and result['to_revision']['revision'] == 5
+    assert 'reused' in result['to_revision']['reason'] and current_revision(fake) == '5'
+    assert 'RegisterTaskDefinition' not in fake.calls and registered_revisions(fake) == [1, 2, 3, 4, 5]
+
+
+def test_image_check_mode_registers_nothing(fake):
+    result = run_release(fake, 'current', image=PATCH, check_mode=True, mark_stable=True)
+    assert result['changed'] and result['deployment_started'] and result['registered'] is None
+    assert result['to_revision']['revision'] is None and result['to_revision']['name'] is None
+    assert result['to_revision']['images'] == [PATCH]
+    assert result['msg'] == 'would register a new revision of hotel-voice-bot from hotel-voice-bot:4 with image bot:1.2.1'
+    assert result['diff']['before']['images'] == {'bot': 'bot:1.3.0-bad'} and result['diff']['after']['images'] == {'bot': PATCH}
+    assert not {'RegisterTaskDefinition', 'UpdateService', 'TagResource'} & set(fake.calls)
+    assert registered_revisions(fake) == [1, 2, 3, 4] and current_revision(fake) == '4'
+
+
+def test_image_result_holds_no_environment_values(fake):
+    hidden = []
+    for kwargs in (dict(check_mode=True), {}, {}):
+        result = run_release(fake, 3, image=PATCH, hide=lambda *v: hidden.extend(v), **kwargs)
+        text = repr(result)
+        assert not [s for s in SECRETS if s in text]
+        assert 'OPENAI_API_KEY' not in text and 'DATABASE_URL' not in text
+    assert {'sk-live-abcdef123456', 'hunter2secret'} <= set(hidden)
+
+
+def test_image_failed_deployment_says_what_was_registered(fake):
+    fake.outcome = 'rollback'
+    with pytest.raises(OpsError, match='rolled the service back to hotel-voice-bot:4 by itself') as err:
+        run_release(fake, 'current', image='bot:1.2.1-crash')
+    assert err.value.changed is True and err.value.result['registered'] == FAMILY + ':5'
+    assert 'sk-live' not in repr(err.value.result)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(image=PATCH, force_new_deployment=True), 'image and force_new_deployment are mutually exclusive'),
+    (dict(container='bot'), 'container only applies with image'),
+    (dict(image=' '), 'image must not be empty'),
+    (dict(image=PATCH, expected_current=3), 'not the expected hotel-voice-bot:3: nothing changed'),
+    (dict(image=PATCH, mark_stable=True, wait=False), 'mark_stable needs wait'),
+])
+def test_image_refusals_register_nothing(fake, kwargs, message):
+    with pytest.raises(OpsError, match=message):
+        run_release(fake, 'current', **kwargs)
+    assert not {'RegisterTaskDefinition', 'UpdateService', 'TagResource'} & set(fake.calls)
+
+
+def test_registration_copies_only_what_register_accepts():
+    td = dict(taskDefinitionArn='arn', family=FAMILY, revision=4, status='ACTIVE', requiresAttributes=[],
+              compatibilities=['EC2'], registeredAt='x', registeredBy='y', deregisteredAt=None, cpu='256',
+              volumes=[], containerDefinitions=[dict(name='bot', image='a')])
+    request = ecs_utils.registration(td, [dict(key=ecs_utils.TAG_STABLE_ON_REVISION, value='t'),
+                                          dict(key='aws:cloudformation:stack-name', value='s'), dict(key='k', value='v')])
+    assert request == dict(family=FAMILY, cpu='256', containerDefinitions=[dict(name='bot', image='a')],
+                           tags=[dict(key='k', value='v')])
+
+
+def test_to_revision_lists_images_without_image_too(fake):
+    assert run_release(fake, 'previous')['to_revision']['images'] == ['bot:1.2.0']
+    assert run_release(fake, 'current', check_mode=True)['to_revision']['images'] == ['bot:1.2.0']
+
+
+def test_image_update_failure_after_registering_says_rerun(fake):
+    def refuse(**kwargs):
+        raise botocore.exceptions.EndpointConnectionError(endpoint_url='http://127.0.0.1:1')
+    fake.update_service = refuse
+    with pytest.raises(OpsError, match='hotel-voice-bot:5 was registered; a re-run deploys it') as err:
+        run_release(fake, 'current', image=PATCH)
+    assert err.value.changed is True and err.value.result['registered'] == FAMILY + ':5'
+    del fake.update_service
+    fake.calls.clear()
+    result = run_release(fake, 'current', image=PATCH)
+    assert result['to_revision']['revision'] == 5 and result['registered'] is None and current_revision(fake) == '5'
+    assert 'RegisterTaskDefinition' not in fake.calls
