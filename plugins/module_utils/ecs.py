@@ -465,8 +465,8 @@ def image_plan(ecs, svc, family, current, base, revisions, image, container=None
     if comparable(plan['current_td']) == wanted:
         entry = find_revision(revisions, current) or dict(
             revision=current, name=revision_name(family, current), arn=svc['taskDefinition'], status='UNKNOWN')
-        plan.update(action='running', entry=dict(entry, reason='%s already runs %s (%s with that image)'
-                                                  % (ecs.service, image, base['name'])))
+        reason = '%s already runs %s (%s with that image)' % (ecs.service, image, base['name'])
+        plan.update(action='running', entry=dict(entry, reason=reason))
         return plan
     newest = next((r for r in revisions if r['status'] == 'ACTIVE'), None)
     if newest is not None and comparable(described(newest['arn'])) == wanted:

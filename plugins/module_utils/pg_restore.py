@@ -395,12 +395,11 @@ def _prepare_phase(job, result, confirm, jobs, verify_queries, allow_other_datab
     result.update(scratch_database=scratch, previous_database=scratch_name(job.database, job.stamp, 'pre_restore'))
     result['dropped_leftovers'] = job.leftovers(scratch)
     if check_mode:
-        result.update(changed=True, msg='would restore %s into %s and validate it%s; the live database would '
-                                        'be kept as %s' % (job.src, scratch, ', then swap it in'
-                                                           if result['phase'] == 'all' else '',
-                                                           result['previous_database'])
-                      + ('; it would drop %s, left by an earlier run that did not finish'
-                         % ', '.join(result['dropped_leftovers']) if result['dropped_leftovers'] else ''))
+        msg = 'would restore %s into %s and validate it%s; the live database would be kept as %s' % (
+            job.src, scratch, ', then swap it in' if result['phase'] == 'all' else '', result['previous_database'])
+        if result['dropped_leftovers']:
+            msg += '; it would drop %s, left by an earlier run that did not finish' % ', '.join(result['dropped_leftovers'])
+        result.update(changed=True, msg=msg)
         return
     if not confirm and result['phase'] == 'all':
         raise OpsError('restoring over %r replaces the live database: set confirm: true (the backup '

@@ -13,8 +13,10 @@ tarball=$(ls "$work"/hotelbot-ops-*.tar.gz)
 listing=$(tar -tzf "$tarball")
 for must in plugins/modules/ecs_release.py plugins/modules/ecs_release_info.py plugins/modules/http_check.py \
             plugins/modules/pg_backup.py plugins/modules/pg_restore.py plugins/modules/pg_check.py \
+            plugins/modules/prometheus_gate.py plugins/modules/release_lock.py plugins/module_utils/pg_load.py \
             plugins/module_utils/ecs.py roles/preflight/tasks/main.yml roles/verify/tasks/main.yml roles/db_restore/tasks/main.yml \
-            playbooks/rollback.yml playbooks/backup.yml meta/runtime.yml; do
+            roles/incident_policy/defaults/main.yml monitoring/hotel-voice-bot.rules.yml \
+            playbooks/rollback.yml playbooks/backup.yml playbooks/hotpatch.yml playbooks/auto_rollback.yml meta/runtime.yml; do
   grep -qx "$must" <<<"$listing" || { echo "tarball lacks $must"; exit 1; }
 done
 for mustnot in sandbox/ tests/ benchmarks/ .venv/ .sandbox/ .collections/ Makefile extensions/; do
@@ -26,7 +28,7 @@ cd "$work"
 printf '[defaults]\ncollections_path = %s\n' "$work/installed" > "$work/ansible.cfg"
 export ANSIBLE_CONFIG="$work/ansible.cfg"
 "$bin/ansible-galaxy" collection install "$tarball" -p "$work/installed" >/dev/null
-for module in ecs_release ecs_release_info http_check; do
+for module in ecs_release ecs_release_info http_check pg_restore release_lock prometheus_gate; do
   path=$("$bin/ansible-doc" -j "hotelbot.ops.$module" | "$bin/python" -c 'import json,sys; print(list(json.load(sys.stdin).values())[0]["doc"]["filename"])')
   case "$path" in "$work/installed/"*) ;; *) echo "hotelbot.ops.$module resolved to $path, not the installed copy"; exit 1;; esac
 done
