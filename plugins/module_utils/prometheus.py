@@ -229,13 +229,22 @@ def build_queries(job=None, selector=None, metric='http_requests_total', status_
 
 # --------------------------------------------------------------------------- the sustained rule
 
+# Prometheus keeps timestamps in milliseconds: two times this close are the same instant.
+TIME_TOLERANCE = 0.0005
+
+
+def whole_ms(now):
+    """now floored to whole milliseconds, so the query grid lands exactly on now - k * step."""
+    return math.floor(now * 1000) / 1000.0
+
+
 def _clean(samples, now):
     """Sorted (ts, value) floats at or before now, NaN dropped (it is missing data)."""
     cleaned = []
     for ts, value in samples:
         ts = float(ts)
         value = float(value)
-        if ts <= now + 1e-9 and not math.isnan(value):
+        if ts <= now + TIME_TOLERANCE and not math.isnan(value):
             cleaned.append((ts, value))
     cleaned.sort()
     return cleaned
@@ -251,7 +260,7 @@ def judge(samples, threshold, for_s, step_s, now, on_no_data=INCONCLUSIVE, what=
     max_gap = GAP_FACTOR * step_s
     points = _clean(samples, now)
     start = now - for_s
-    window = [(ts, v) for ts, v in points if ts >= start - 1e-9]
+    window = [(ts, v) for ts, v in points if ts >= start - TIME_TOLERANCE]
     above = [(ts, v) for ts, v in window if v > threshold]
     result = dict(
         decision=None, reason=None, breached=False, breached_since=None,
@@ -263,15 +272,15 @@ def judge(samples, threshold, for_s, step_s, now, on_no_data=INCONCLUSIVE, what=
 
     # The breach run: above threshold, contiguous, ending at a fresh newest sample.
     run_start = None
-    if points and now - points[-1][0] <= max_gap + 1e-9:
+    if points and now - points[-1][0] <= max_gap + TIME_TOLERANCE:
         index = len(points) - 1
         while index >= 0 and points[index][1] > threshold:
-            if index < len(points) - 1 and points[index + 1][0] - points[index][0] > max_gap + 1e-9:
+            if index < len(points) - 1 and points[index + 1][0] - points[index][0] > max_gap + TIME_TOLERANCE:
                 break
             run_start = points[index][0]
             index -= 1
     result['breached_since'] = run_start
-    if run_start is not None and run_start <= start + 1e-9:
+    if run_start is not None and run_start <= start + TIME_TOLERANCE:
         result.update(decision=UNHEALTHY, breached=True, reason=(
             '%s above %g for %s (since %s), at least the %s of the rule; last value %g'
             % (what, threshold, _minutes(now - run_start), iso(run_start), _minutes(for_s),
@@ -287,7 +296,7 @@ def judge(samples, threshold, for_s, step_s, now, on_no_data=INCONCLUSIVE, what=
 
     edges = [start] + [ts for ts, _v in window] + [now]
     for before, after in zip(edges, edges[1:]):
-        if after - before > max_gap + 1e-9:
+        if after - before > max_gap + TIME_TOLERANCE:
             result['gap'] = [before, after]
             result['decision'] = INCONCLUSIVE
             result['reason'] = ('%s data has a gap of %s (from %s to %s) inside the %s window, so a sustained '
@@ -510,7 +519,7 @@ class Settings:
 # --------------------------------------------------------------------------- evaluation
 
 def _trim(samples, now):
-    kept = [[float(ts), float(v)] for ts, v in samples if float(ts) <= now + 1e-9]
+    kept = [[float(ts), float(v)] for ts, v in samples if float(ts) <= now + TIME_TOLERANCE]
     kept = kept[-MAX_SAMPLES_RETURNED:]
     return [[ts, None if math.isnan(v) else v] for ts, v in kept]
 
@@ -536,6 +545,7 @@ def _judge_series(series, threshold, settings, now, what):
 def evaluate(client, settings, now):
     """One evaluation at time now: both rules, policies applied. Returns a dict (decision, reason, rules)."""
     step = settings.step_s
+    now = whole_ms(now)
     # A grid that holds both now and now - for, plus two steps before to see what came first.
     points = int(math.ceil(settings.for_s / step)) + 2
     start = now - points * step
@@ -596,17 +606,22 @@ def gate(params, hide=None, opener=None, sleep=time.sleep, clock=time.time, mono
     if p['mode'] == 'watch':
         poll = settings.poll_s or settings.step_s
         began = monotonic()
+        rounds = 0
         while True:
+            rounds += 1
             current = evaluate(client, settings, clock())
             evaluations.append(current)
             if current['first_breach_at'] is not None and first_breach is None:
                 first_breach = current['first_breach_at']
             if current['decision'] == UNHEALTHY:
                 break
-            left = settings.watch_s - (monotonic() - began)
+            elapsed = monotonic() - began
+            left = settings.watch_s - elapsed
             if left <= 0:
                 break
-            sleep(min(poll, left))
+            # On a fixed cadence (began + k * poll): the time an evaluation takes does not
+            # push the next one later and later.
+            sleep(max(0.0, min(rounds * poll - elapsed, left)))
         final = evaluations[-1]
         decision = final['decision']
         reason = final['reason']

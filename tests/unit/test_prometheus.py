@@ -457,3 +457,57 @@ def test_watch_is_healthy_only_after_the_whole_duration(srv):
     assert result['decision'] == 'healthy'
     assert result['evaluations'] == 11   # every step (30s) for 5m, both ends included
     assert clock['now'] == T + 5 * MIN
+
+
+class MillisecondPrometheus:
+    """query_range as Prometheus answers it: start and end rounded to the millisecond, one point
+    per step from start; the ratio is 0.3 from breach_at on, 0 before."""
+
+    def __init__(self, breach_at):
+        self.breach_at = breach_at
+
+    def query_range(self, query, start, end, step):
+        first = round(start * 1000) / 1000.0
+        values, ts = [], first
+        while ts <= round(end * 1000) / 1000.0 + 1e-9:
+            values.append([ts, '0.3' if ts >= self.breach_at else '0'])
+            ts = round((ts + step) * 1000) / 1000.0
+        return [dict(metric={}, values=values)]
+
+
+@pytest.mark.parametrize('fraction', [0.0, 0.0003, 0.0005, 0.0007, 0.0009])
+def test_the_rule_is_met_at_for_whatever_the_sub_millisecond_part_of_now(fraction):
+    """A breach that began exactly `for` ago is unhealthy; one step less is not. The gate's clock
+    has sub-millisecond digits Prometheus drops; they must not cost a step."""
+    settings = p.Settings(dict(url='http://p:9090', job='x', for_duration='15s', step='1s'))
+    now = 1763850000.368 + fraction
+    met = p.evaluate(MillisecondPrometheus(breach_at=1763850000.368 - 15), settings, now)
+    assert met['decision'] == p.UNHEALTHY, met['reason']
+    not_yet = p.evaluate(MillisecondPrometheus(breach_at=1763850000.368 - 14), settings, now)
+    assert not_yet['decision'] == p.HEALTHY, not_yet['reason']
+
+
+def test_watch_evaluates_on_a_fixed_cadence():
+    """Evaluations that take time do not drift: the sleeps make up for them."""
+    clock = {'t': 1763850000.0}
+    slept = []
+
+    class SlowClient:
+        def query_range(self, query, start, end, step):
+            clock['t'] += 0.3   # each evaluation takes 0.3 s
+            return [dict(metric={}, values=[[round(end * 1000) / 1000.0 - k, '0'] for k in range(20, -1, -1)])]
+
+    def sleep(seconds):
+        slept.append(round(seconds, 3))
+        clock['t'] += seconds
+
+    settings_clock = lambda: clock['t']  # noqa: E731
+    params = dict(p.DEFAULTS, url='http://p:9090', job='x', for_duration='15s', step='1s', mode='watch', watch_for='3s')
+    original = p.Client.query_range
+    try:
+        p.Client.query_range = lambda self, *args: SlowClient().query_range(*args)
+        result = p.gate(params, sleep=sleep, clock=settings_clock, monotonic=settings_clock)
+    finally:
+        p.Client.query_range = original
+    assert result['decision'] == p.HEALTHY
+    assert slept[:2] == [0.7, 0.7], slept
