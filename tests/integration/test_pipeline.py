@@ -3,6 +3,7 @@ real Prometheus scraping the real (demo) bot under guest traffic, ECS through mo
 the real PostgreSQL. Assertions are on platform state: the revision ECS runs, the ledger,
 the lock table, the API calls made."""
 import http.server
+import os
 import threading
 
 import pytest
@@ -66,6 +67,18 @@ def test_a_good_hotpatch_ends_marked_stable(fresh):
     assert stable_tagged(fresh, new[0])
     assert fresh.locks() == []
     assert fresh.bot()[1]['version'] == '1.2.1'
+
+
+def test_hotpatch_check_mode_changes_nothing(fresh):
+    before, tags = revisions(fresh), fresh.tags()
+    backups = fresh.state['dir'] + '/backups'
+    listed = sorted(os.listdir(backups)) if os.path.isdir(backups) else []
+    run = hotpatch(fresh, '--check', '-e', 'hotpatch_image=' + image(fresh, '1.2.1'))
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert 'would register a new revision' in run.stdout
+    assert revisions(fresh) == before and fresh.revision() == 3 and fresh.tags() == tags
+    assert updates(fresh) == 0 and fresh.calls().get('ecs:RegisterTaskDefinition', 0) == 0 and fresh.locks() == []
+    assert (sorted(os.listdir(backups)) if os.path.isdir(backups) else []) == listed
 
 
 @pytest.mark.parametrize('extra', [
