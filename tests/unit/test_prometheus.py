@@ -501,7 +501,9 @@ def test_watch_evaluates_on_a_fixed_cadence():
         slept.append(round(seconds, 3))
         clock['t'] += seconds
 
-    settings_clock = lambda: clock['t']  # noqa: E731
+    def settings_clock():
+        return clock['t']
+
     params = dict(p.DEFAULTS, url='http://p:9090', job='x', for_duration='15s', step='1s', mode='watch', watch_for='3s')
     original = p.Client.query_range
     try:
