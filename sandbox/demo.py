@@ -72,7 +72,7 @@ def run(cmd, quiet=False):
 def show(state, label):
     status, body = health(state['bot']['url'])
     serving = control.serving()
-    print('%s: ECS runs %s (%s), bot /api/health HTTP %d version %s, error ratio %.1f%%' % (
+    print('%s: ECS runs %s (%s), bot /api/health HTTP %d version %s, error ratio over the last 10 s %.1f%%' % (
         label, serving['taskDefinition'].rsplit('/', 1)[1], serving['image'].rsplit('/', 1)[1], status,
         body.get('version'), 100 * error_ratio(state)))
     return status, serving
