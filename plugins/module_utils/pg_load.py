@@ -28,7 +28,13 @@ import subprocess
 import tempfile
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import libpq_env, program, run_client, session_env
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
+    error_tail,
+    libpq_env,
+    program,
+    run_client,
+    session_env,
+)
 
 BLOCK_BYTES = 1 << 20
 # A table gets a second (third...) COPY connection once this much of it has been sent.
@@ -90,7 +96,7 @@ class Sink:
             pass
         status = self.process.wait()
         self.errors.seek(0)
-        tail = ' | '.join(self.errors.read().decode('utf-8', 'replace').strip().splitlines()[-5:])
+        tail = error_tail(self.errors.read())
         self.errors.close()
         return status, tail
 
@@ -244,24 +250,21 @@ class ParallelLoad:
                 source.wait()
                 self.fallback(line, list_file, name)
                 return
+            cut_short = None
             try:
                 connections = self.fan_out(reader, sinks, name)
             except OpsError as err:
                 if not reader.truncated:
                     raise
-                # pg_restore closed its output early: its own error says why (and names nothing else)
-                status = source.wait()
-                errors.seek(0)
-                tail = ' | '.join(errors.read().decode('utf-8', 'replace').strip().splitlines()[-5:])
-                raise OpsError('restore: reading the data of %s from the archive failed (exit %s): %s'
-                               % (name, status, tail or err.msg))
-            reader.drain()
+                # pg_restore closed its output early: its own error says why
+                cut_short = err.msg
+            else:
+                reader.drain()
             status = source.wait()
-            if status != 0:
+            if status != 0 or cut_short:
                 errors.seek(0)
-                tail = ' | '.join(errors.read().decode('utf-8', 'replace').strip().splitlines()[-5:])
                 raise OpsError('restore: reading the data of %s from the archive failed (exit %s): %s'
-                               % (name, status, tail or 'no error output'))
+                               % (name, status, error_tail(errors.read()) or cut_short or 'no error output'))
         finally:
             if source.poll() is None:
                 source.kill()

@@ -123,6 +123,13 @@ def program(bin_dir, name):
     return os.path.join(bin_dir, name) if bin_dir else name
 
 
+def error_tail(text, lines=5):
+    """The last lines of a client program's error output, on one line."""
+    if isinstance(text, bytes):
+        text = text.decode('utf-8', 'replace')
+    return ' | '.join(text.strip().splitlines()[-lines:])
+
+
 def run_client(params, database, argv, step, session_options=None):
     """Run a client program with libpq settings in its environment; stdout, or OpsError.
 
@@ -134,7 +141,7 @@ def run_client(params, database, argv, step, session_options=None):
     except OSError as err:
         raise OpsError('%s: cannot run %s: %s' % (step, argv[0], err))
     if done.returncode != 0:
-        tail = ' | '.join(line for line in done.stderr.strip().splitlines()[-5:])
+        tail = error_tail(done.stderr)
         raise OpsError('%s failed (exit %s): %s' % (step, done.returncode, tail or 'no error output'))
     return done.stdout
 
