@@ -45,6 +45,7 @@ BAD_MARK = "-bad"
 FLAKY_MARK = "-flaky"
 FLAKY_LANGUAGES = ("de",)
 GUEST_LANGUAGES = ("en", "de", "es")
+GUEST_AGENT = "hotelbot-sandbox-guest"
 
 FAQS: dict[str, list[tuple[str, str]]] = {
     "en": [
@@ -166,7 +167,9 @@ class Bot:
     def __init__(self, platform: Platform, db: Database, api_token: str, webhook_token: str) -> None:
         self.platform, self.db = platform, db
         self.api_token, self.webhook_token = api_token, webhook_token
-        self.requests_seen = 0
+        # Per kind of client (guest traffic / everyone else), so the bot's own guest traffic
+        # does not shift which of a test's requests fail.
+        self.requests_seen = {True: 0, False: 0}
         self.counter_lock = threading.Lock()
         self.routes: dict[tuple[str, str], Callable[..., tuple[int, Any]]] = {
             ("GET", "/api/health"): self.health,
@@ -185,17 +188,18 @@ class Bot:
         route = self.routes.get((method, path))
         if route is None:
             return (405, {"error": "method not allowed"}) if path in self.paths else (404, {"error": "not found"})
-        if BAD_MARK in serving["version"] and path != "/api/health" and self._bad_request_fails():
+        guest = headers.get("User-Agent") == GUEST_AGENT if headers is not None else False
+        if BAD_MARK in serving["version"] and path != "/api/health" and self._bad_request_fails(guest):
             return 500, {"error": "internal server error", "version": serving["version"]}
         if FLAKY_MARK in serving["version"] and path == "/api/faqs" and \
                 query.get("language", ["en"])[0] in FLAKY_LANGUAGES:
             return 500, {"error": "internal server error", "version": serving["version"]}
         return route(serving, query, headers, body)
 
-    def _bad_request_fails(self) -> bool:
+    def _bad_request_fails(self, guest: bool) -> bool:
         with self.counter_lock:
-            self.requests_seen += 1
-            return self.requests_seen % 10 in (2, 5, 8)
+            self.requests_seen[guest] += 1
+            return self.requests_seen[guest] % 10 in (2, 5, 8)
 
     def health(self, serving: dict[str, Any], query: Any, headers: Any, body: bytes) -> tuple[int, Any]:
         db_ok = self.db.ping()
@@ -334,7 +338,8 @@ def guests(url: str, rps: float) -> None:
         language = GUEST_LANGUAGES[turn % len(GUEST_LANGUAGES)]
         turn += 1
         try:
-            with urllib.request.urlopen(f"{url}/api/faqs?language={language}", timeout=2) as resp:
+            request = urllib.request.Request(f"{url}/api/faqs?language={language}", headers={"User-Agent": GUEST_AGENT})
+            with urllib.request.urlopen(request, timeout=2) as resp:
                 resp.read()
         except (OSError, ValueError):
             pass  # an error answer is the point; the metrics count it
