@@ -278,3 +278,129 @@ def test_sink_env_without_settings(monkeypatch):
     env = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump').sink_env({})
     assert 'PGOPTIONS' not in env and 'PGCLIENTENCODING' not in env
     assert pg_load.ParallelLoad(params, 't', '/b', workers=1).workers == 2
+
+
+# ---------------------------------------------------------------- fanning blocks out to COPY sinks
+
+FAKE_PSQL = r'''#!%(python)s
+"""Stands in for psql -c 'COPY ... FROM stdin': copies stdin to OUT_DIR/<pid>.rows.
+The first one started reads slowly (SLOW_FIRST seconds per read); FAIL_AFTER makes it exit 3."""
+import os, sys, time
+out = os.environ['FAKE_PSQL_OUT']
+first = False
+try:
+    os.mkdir(os.path.join(out, 'first'))
+    first = True
+except FileExistsError:
+    pass
+pause = float(os.environ.get('SLOW_FIRST', '0')) if first else 0
+fail_after = int(os.environ.get('FAIL_AFTER', '0')) if first else 0
+got = 0
+with open(os.path.join(out, '%%d.rows' %% os.getpid()), 'wb') as rows:
+    while True:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            break
+        rows.write(chunk)
+        got += len(chunk)
+        if fail_after and got >= fail_after:
+            sys.stderr.write('ERROR:  invalid input syntax for type uuid\n')
+            sys.exit(3)
+        time.sleep(pause)
+'''
+
+
+@pytest.fixture
+def fake_psql(tmp_path, monkeypatch):
+    import sys
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    script = bin_dir / 'psql'
+    script.write_text(FAKE_PSQL % dict(python=sys.executable))
+    script.chmod(0o755)
+    out = tmp_path / 'out'
+    out.mkdir()
+    monkeypatch.setenv('FAKE_PSQL_OUT', str(out))
+    params = dict(host='h', port=5432, user='u', database='d', connect_params={})
+    return bin_dir, out, params
+
+
+def fan_out(bin_dir, params, data, workers=2):
+    load = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump', bin_dir=str(bin_dir), workers=workers)
+    reader = reader_of(data, pieces=50)
+    sinks = []
+    try:
+        assert reader.read_header()
+        return load.fan_out(reader, sinks, 'public.msgs')
+    finally:
+        close(reader)
+        for sink in sinks:
+            sink.kill()
+
+
+def received(out):
+    return {path.name: path.read_bytes() for path in out.glob('*.rows')}
+
+
+def test_fan_out_delivers_every_row_once_in_whole_rows(fake_psql, monkeypatch):
+    bin_dir, out, params = fake_psql
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 4096)
+    monkeypatch.setattr(pg_load, 'SPREAD_AFTER_BYTES', 8192)
+    expected = rows(20000)
+    started = fan_out(bin_dir, params, HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER, workers=3)
+    streams = received(out)
+    assert started == len(streams) and 1 <= started <= 3
+    got = [row + b'\n' for stream in streams.values() for row in stream[:-1].split(b'\n') if stream]
+    assert sorted(got) == sorted(expected)
+
+
+def test_fan_out_gives_blocks_to_the_sink_that_is_free(fake_psql, monkeypatch):
+    """The first sink reads slowly: the blocks go to the other one, not half to each in turn."""
+    bin_dir, out, params = fake_psql
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 8192)
+    monkeypatch.setattr(pg_load, 'SPREAD_AFTER_BYTES', 8192)
+    monkeypatch.setenv('SLOW_FIRST', '0.05')
+    monkeypatch.setattr(pg_load, '_grow_pipe', lambda fd: None)  # small pipes: a slow reader is felt at once
+    expected = rows(30000)
+    assert fan_out(bin_dir, params, HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER) == 2
+    sizes = sorted(len(stream) for stream in received(out).values())
+    assert sum(sizes) == len(b''.join(expected))
+    assert sizes[1] > 4 * sizes[0]
+
+
+def test_a_small_table_uses_one_connection(fake_psql, monkeypatch):
+    bin_dir, out, params = fake_psql
+    expected = rows(100)
+    assert fan_out(bin_dir, params, HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER) == 1
+    assert list(received(out).values()) == [b''.join(expected)]
+
+
+def test_a_failing_sink_is_reported_and_nothing_hangs(fake_psql, monkeypatch):
+    bin_dir, out, params = fake_psql
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 4096)
+    monkeypatch.setattr(pg_load, 'SPREAD_AFTER_BYTES', 1 << 30)  # one sink only: when it fails, nobody reads
+    monkeypatch.setenv('FAIL_AFTER', '20000')
+    with pytest.raises(OpsError, match=r'loading public\.msgs failed: ERROR:  invalid input syntax for type uuid'):
+        fan_out(bin_dir, params, HEADER + COPY + b''.join(rows(50000)) + b'\\.\n' + TRAILER)
+
+
+def test_a_truncated_stream_stops_every_sink(fake_psql, monkeypatch):
+    """The archive's data ends without its marker while two sinks are busy: an error, no hang,
+    no psql left running."""
+    bin_dir, out, params = fake_psql
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 4096)
+    monkeypatch.setattr(pg_load, 'SPREAD_AFTER_BYTES', 8192)
+    monkeypatch.setenv('SLOW_FIRST', '0.01')
+    load = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump', bin_dir=str(bin_dir), workers=2)
+    reader = reader_of(HEADER + COPY + b''.join(rows(30000)), pieces=50)
+    sinks = []
+    try:
+        assert reader.read_header()
+        with pytest.raises(OpsError, match='ended without its end marker'):
+            load.fan_out(reader, sinks, 'public.msgs')
+        assert len(sinks) == 2
+    finally:
+        close(reader)
+        for sink in sinks:
+            sink.kill()
+    assert all(sink.process.poll() is not None and not sink.thread.is_alive() for sink in sinks)
