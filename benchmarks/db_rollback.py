@@ -418,10 +418,33 @@ def summarize_rollback(run: dict[str, Any], prober: Prober) -> dict[str, Any]:
 # ------------------------------------------------------------------------ ours: module logic in a fresh interpreter
 
 CHILD = r'''
-import json, resource, sys, time
+import json, os, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.hotelbot.ops.plugins.module_utils import pg_backup, pg_restore
 job = json.loads(sys.argv[2])
+cpu_marks = []
+if job.get("postmaster"):
+    # CPU used between the steps: the server's (postmaster and every backend) and ours (this
+    # process and the client programs it ran), read at each step's end.
+    def cpu_now():
+        tick = os.sysconf("SC_CLK_TCK")
+        pm = job["postmaster"]
+        pids = [pm] + [int(p) for p in open("/proc/%d/task/%d/children" % (pm, pm)).read().split()]
+        server = 0
+        for pid in pids:
+            try:
+                fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            server += sum(int(f) for f in fields[11:13]) + (sum(int(f) for f in fields[13:15]) if pid == pm else 0)
+        own = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        return server / tick, sum(u.ru_utime + u.ru_stime for u in own)
+    step = pg_restore.Restore.step
+    def marked_step(self, name, started):
+        step(self, name, started)
+        cpu_marks.append((name,) + cpu_now())
+    pg_restore.Restore.step = marked_step
+    cpu_marks.append(("start",) + cpu_now())
 started = time.perf_counter()
 if job["what"] == "backup":
     result = pg_backup.backup(job["params"])
@@ -434,7 +457,9 @@ else:
 seconds = time.perf_counter() - started
 me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(json.dumps({"seconds": seconds, "maxrss_kib": me, "children_maxrss_kib": kids,
+step_cpu = dict((b[0], {"server_s": round(b[1] - a[1], 2), "client_s": round(b[2] - a[2], 2)})
+                for a, b in zip(cpu_marks, cpu_marks[1:]))
+print(json.dumps({"seconds": seconds, "maxrss_kib": me, "children_maxrss_kib": kids, "step_cpu": step_cpu,
                   "result": dict((k, result.get(k)) for k in ("steps", "size_bytes", "path", "dump_seconds",
                                                                "scratch_database", "elapsed_s", "format"))}))
 '''
@@ -471,8 +496,9 @@ def inproc_restore(sb: Sandbox, workdir: Path, src: str, jobs: int | None, probe
     desiredCount=0, restore(phase=swap) in a fresh interpreter, UpdateService desiredCount=3."""
     sb.drop_copies()
     sb.checkpoint()
+    from sandbox import postgres as sandbox_pg
     out = child(workdir, {"what": "restore", "params": sb.params(), "database": sb.database, "src": src,
-                          "jobs": jobs, "bin_dir": sb.pg.get("bin_dir")})
+                          "jobs": jobs, "bin_dir": sb.pg.get("bin_dir"), "postmaster": sandbox_pg.postmaster_pid(sb.dir)})
     r = out["result"]
     swap: dict[str, Any] | None = None
     if prober is not None and r.get("scratch_database"):
@@ -488,8 +514,35 @@ def inproc_restore(sb: Sandbox, workdir: Path, src: str, jobs: int | None, probe
     sb.drop_copies()
     steps = {s["step"]: s["seconds"] for s in r.get("steps") or []}
     return {"swap_one_process": swap, "jobs": jobs or 1, "s": round(out["seconds"], 3), "steps_s": steps, "restore_s": steps.get("restore"),
+            "restore_cpu": out.get("step_cpu", {}).get("restore"),
             "module_peak_rss_mib": round(out["maxrss_kib"] / 1024, 1),
             "children_peak_rss_mib": round(out["children_maxrss_kib"] / 1024, 1)}
+
+
+def server_cpu_s(sb: Sandbox) -> float:
+    """CPU seconds the PostgreSQL server has used so far: the postmaster, its live children and
+    the children it has reaped (backends that ended)."""
+    from sandbox import postgres as sandbox_pg
+    tick = os.sysconf("SC_CLK_TCK")
+    postmaster = sandbox_pg.postmaster_pid(sb.dir)
+    pids = [postmaster] + [int(p) for p in (Path(f"/proc/{postmaster}/task/{postmaster}/children")
+                                             .read_text().split())]
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended between the listing and the read: the postmaster's cutime has it
+        total += sum(int(f) for f in fields[11:13])  # utime, stime
+        if pid == postmaster:
+            total += sum(int(f) for f in fields[13:15])  # cutime, cstime
+    return total / tick
+
+
+def client_cpu_s() -> float:
+    """CPU seconds of this process's ended children (psql, the module child and its programs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def restore_trials(sb: Sandbox, workdir: Path, backup_path: str, trials: int) -> dict[str, Any]:
@@ -502,30 +555,54 @@ def restore_trials(sb: Sandbox, workdir: Path, backup_path: str, trials: int) ->
     target = sb.database + "__psql_trial"
     psql_s: list[float] = []
     ours_s: list[float] = []
+    cpu: dict[str, list[dict[str, float]]] = {"psql": [], "ours": []}
+
+    def measured(way: str, fn: Any) -> None:
+        server, client = server_cpu_s(sb), client_cpu_s()
+        fn()
+        cpu[way].append({"server_s": round(server_cpu_s(sb) - server, 2), "client_s": round(client_cpu_s() - client, 2)})
 
     def psql_way() -> None:
         with sb.connect("postgres") as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{target}" OWNER "{sandbox_state.PG_USER}"')
         sb.checkpoint()
-        started = time.perf_counter()
-        subprocess.run([sb.bin("psql"), "-X", "-q", "-d", target, "-f", str(plain)], env=sb.libpq_env(),
-                       stdout=subprocess.DEVNULL, check=True)
-        psql_s.append(round(time.perf_counter() - started, 3))
+
+        def psql() -> None:
+            started = time.perf_counter()
+            subprocess.run([sb.bin("psql"), "-X", "-q", "-d", target, "-f", str(plain)], env=sb.libpq_env(),
+                           stdout=subprocess.DEVNULL, check=True)
+            psql_s.append(round(time.perf_counter() - started, 3))
+        measured("psql", psql)
         with sb.connect("postgres") as conn:
             conn.execute(f'DROP DATABASE "{target}" WITH (FORCE)')
 
     def our_way() -> None:
-        ours_s.append(inproc_restore(sb, workdir, backup_path, 2)["restore_s"])
+        run = inproc_restore(sb, workdir, backup_path, 2)
+        ours_s.append(run["restore_s"])
+        cpu["ours"].append(run["restore_cpu"])
 
     for trial in range(trials):
         for way in ((psql_way, our_way) if trial % 2 == 0 else (our_way, psql_way)):
             way()
-        log(f"  trial {trial + 1}: psql {psql_s[-1]:.2f} s, ours {ours_s[-1]:.2f} s")
+        log(f"  trial {trial + 1}: psql {psql_s[-1]:.2f} s (CPU {cpu['psql'][-1]}), "
+            f"ours {ours_s[-1]:.2f} s (CPU {cpu['ours'][-1]})")
     plain.unlink()
     median_psql, median_ours = sorted(psql_s)[len(psql_s) // 2], sorted(ours_s)[len(ours_s) // 2]
+    cpus = os.cpu_count() or 1
+
+    def cpu_summary(way: str, walls: list[float]) -> dict[str, Any]:
+        totals = [c["server_s"] + c["client_s"] for c in cpu[way]]
+        median_total = sorted(totals)[len(totals) // 2]
+        return {"samples": cpu[way], "median_cpu_s": round(median_total, 2),
+                "median_cores_busy": round(sorted(t / w for t, w in zip(totals, walls))[len(totals) // 2], 2),
+                # no way can finish faster than its CPU work spread over every core
+                "floor_s": round(median_total / cpus, 2)}
+    cpu_report = {"psql": cpu_summary("psql", psql_s), "ours": cpu_summary("ours", ours_s)}
     return {"psql_s": psql_s, "ours_jobs2_s": ours_s, "median_psql_s": median_psql, "median_ours_s": median_ours,
-            "median_speedup": round(median_psql / median_ours, 3)}
+            "median_speedup": round(median_psql / median_ours, 3), "cpu": cpu_report,
+            # the best ratio the hardware allows: psql's median wall time over our CPU floor
+            "speedup_ceiling": round(median_psql / cpu_report["ours"]["floor_s"], 3)}
 
 
 # ------------------------------------------------------------------------ report

@@ -25,7 +25,13 @@ import zlib
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import checksum, file_sha256, tree_files
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_load import ParallelLoad
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, identifier, program, run_client
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
+    connect,
+    first_line,
+    identifier,
+    program,
+    run_client,
+)
 
 try:
     import psycopg
@@ -158,11 +164,6 @@ def scratch_name(database, stamp, kind):
 # Set on a scratch database once it validated: a scratch database without it, found while we
 # hold the restore lock, is what a killed or failed run left behind.
 VALIDATED_MARK = 'hotelbot.ops: validated restore'
-
-
-def first_line(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def lock_key(database):

@@ -160,9 +160,17 @@ def require_psycopg(module):
         module.fail_json(msg=missing_required_lib('psycopg (version 3)'), exception=str(PSYCOPG_IMPORT_ERROR))
 
 
-def connect(params, database=None, autocommit=True):
-    """A psycopg 3 connection, or OpsError with libpq's own reason (never the password)."""
+def first_line(err):
+    """The first line of an error's text (psycopg's carry DETAIL/CONTEXT lines after it)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def connect(params, database=None, autocommit=True, **settings_override):
+    """A psycopg 3 connection, or OpsError with libpq's own reason (never the password).
+    settings_override: more libpq keywords (options, client_encoding) over the params'."""
     settings = connection_settings(params, database)
+    settings.update(settings_override)
     try:
         return psycopg.connect(autocommit=autocommit, **settings)
     except psycopg.Error as err:

@@ -58,7 +58,8 @@ options:
     description:
       - Connections for restoring a custom or directory archive. With 2 or more, a table's data goes
         through up to O(jobs) C(COPY) connections at once (a second one starts when the table has sent
-        8 MiB, so small tables use one), and indexes and constraints are built O(jobs) at a time. The load
+        8 MiB and every connection is busy, so small tables use one; each block of rows goes to whichever
+        connection is free), and indexes and constraints are built O(jobs) at a time. The load
         is not one transaction, which is safe because it goes into the scratch database, which is dropped
         if anything fails.
       - 1 restores with C(pg_restore --single-transaction).

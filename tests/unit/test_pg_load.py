@@ -1,6 +1,7 @@
 """Unit tests of module_utils.pg_load that need no server: TOC parsing and cutting COPY streams at rows."""
 import os
 import threading
+import time
 
 import pytest
 
@@ -248,85 +249,119 @@ def test_output_ending_before_a_copy_line_is_not_a_copy(data):
         close(reader)
 
 
-# ---------------------------------------------------------------- sink environment
+# ---------------------------------------------------------------- sink settings
 
-def test_sink_env_passes_archive_settings_and_session_options(monkeypatch):
+def test_sink_settings_pass_archive_settings_and_session_options(monkeypatch):
     monkeypatch.delenv('PGOPTIONS', raising=False)
-    monkeypatch.delenv('PGCLIENTENCODING', raising=False)
     params = dict(host='/tmp/sock', port=5432, user='bot', password=None, database='live', sslmode=None,
                   sslrootcert=None, passfile=None, connect_timeout=5, connect_params={})
     load = pg_load.ParallelLoad(params, 'live__restore_x', '/b.dump',
                                 session_options=dict(synchronous_commit='off', maintenance_work_mem='512MB'))
-    env = load.sink_env({'client_encoding': 'LATIN1', 'statement_timeout': '0', 'row_security': 'off',
-                         'synchronous_commit': 'on', 'search_path': 'a b', 'application_name': "it's",
-                         'default_tablespace': '', 'xmloption': 'content'})
-    assert env['PGDATABASE'] == 'live__restore_x' and env['PGHOST'] == '/tmp/sock'
-    assert env['PGCLIENTENCODING'] == 'LATIN1'
-    options = env['PGOPTIONS'].split(' -c ')
+    settings = load.sink_settings({'client_encoding': 'LATIN1', 'statement_timeout': '0', 'row_security': 'off',
+                                   'synchronous_commit': 'on', 'search_path': 'a b', 'application_name': "it's",
+                                   'default_tablespace': '', 'xmloption': 'content'})
+    assert settings['client_encoding'] == 'LATIN1'
+    options = settings['options'].split(' -c ')
     assert options[0].startswith('-c ')
     options[0] = options[0][3:]
     # our session options win over the archive's; unsafe or empty values are dropped
     assert sorted(options) == ['maintenance_work_mem=512MB', 'row_security=off', 'statement_timeout=0',
                                'synchronous_commit=off', 'xmloption=content']
-    assert 'client_encoding' not in env['PGOPTIONS']
+    assert set(settings) == {'client_encoding', 'options'}
 
 
-def test_sink_env_without_settings(monkeypatch):
-    monkeypatch.delenv('PGOPTIONS', raising=False)
-    monkeypatch.delenv('PGCLIENTENCODING', raising=False)
+def test_sink_settings_keep_the_callers_options(monkeypatch):
+    monkeypatch.setenv('PGOPTIONS', '-c search_path=ops')
     params = dict(host='h', port=5432, user='u', database='d', connect_params={})
-    env = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump').sink_env({})
-    assert 'PGOPTIONS' not in env and 'PGCLIENTENCODING' not in env
+    load = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump', session_options=dict(synchronous_commit='off'))
+    assert load.sink_settings({})['options'] == '-c search_path=ops -c synchronous_commit=off'
+    params['connect_params'] = {'options': '-c work_mem=8MB'}
+    assert load.sink_settings({})['options'] == '-c work_mem=8MB -c synchronous_commit=off'
+
+
+def test_sink_settings_without_settings(monkeypatch):
+    monkeypatch.delenv('PGOPTIONS', raising=False)
+    params = dict(host='h', port=5432, user='u', database='d', connect_params={})
+    assert pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump').sink_settings({}) == {}
     assert pg_load.ParallelLoad(params, 't', '/b', workers=1).workers == 2
 
 
 # ---------------------------------------------------------------- fanning blocks out to COPY sinks
 
-FAKE_PSQL = r'''#!%(python)s
-"""Stands in for psql -c 'COPY ... FROM stdin': copies stdin to OUT_DIR/<pid>.rows.
-The first one started reads slowly (SLOW_FIRST seconds per read); FAIL_AFTER makes it exit 3."""
-import os, sys, time
-out = os.environ['FAKE_PSQL_OUT']
-first = False
-try:
-    os.mkdir(os.path.join(out, 'first'))
-    first = True
-except FileExistsError:
-    pass
-pause = float(os.environ.get('SLOW_FIRST', '0')) if first else 0
-fail_after = int(os.environ.get('FAIL_AFTER', '0')) if first else 0
-got = 0
-with open(os.path.join(out, '%%d.rows' %% os.getpid()), 'wb') as rows:
-    while True:
-        chunk = os.read(0, 65536)
-        if not chunk:
-            break
-        rows.write(chunk)
-        got += len(chunk)
-        if fail_after and got >= fail_after:
-            sys.stderr.write('ERROR:  invalid input syntax for type uuid\n')
-            sys.exit(3)
-        time.sleep(pause)
-'''
+class FakeDiag:
+    severity = 'ERROR'
+    message_primary = 'invalid input syntax for type uuid: "x"'
+    context = 'COPY msgs, line 7, column id: "x"'
+
+
+class FakeCopyError(Exception):
+    diag = FakeDiag()
+
+
+class FakeConnection:
+    """Stands in for a psycopg connection that runs one COPY FROM stdin (a unit test: no server).
+    The first connection made can be slow (a pause per write) or fail after some bytes."""
+
+    made = []
+
+    def __init__(self, pause=0.0, fail_after=0):
+        self.received = []
+        self.pause = pause
+        self.fail_after = fail_after
+        self.cancelled = False
+        self.closed = False
+        self.finished = None
+        self.settings = None
+
+    def cursor(self):
+        return self
+
+    def copy(self, statement):
+        self.statement = statement
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, trace):
+        if self.finished is None:
+            # what psycopg sends when the block ends: CopyDone, or CopyFail with the error
+            self.finished = 'done' if kind is None else 'failed'
+        return False
+
+    def write(self, block):
+        if self.cancelled:
+            raise FakeCopyError('canceling statement due to user request')
+        self.received.append(bytes(block))
+        if self.fail_after and sum(len(b) for b in self.received) >= self.fail_after:
+            raise FakeCopyError('invalid input syntax for type uuid: "x"')
+        time.sleep(self.pause)
+
+    def cancel(self):
+        self.cancelled = True
+
+    def close(self):
+        self.closed = True
 
 
 @pytest.fixture
-def fake_psql(tmp_path, monkeypatch):
-    import sys
-    bin_dir = tmp_path / 'bin'
-    bin_dir.mkdir()
-    script = bin_dir / 'psql'
-    script.write_text(FAKE_PSQL % dict(python=sys.executable))
-    script.chmod(0o755)
-    out = tmp_path / 'out'
-    out.mkdir()
-    monkeypatch.setenv('FAKE_PSQL_OUT', str(out))
+def fake_connections(monkeypatch):
+    made = []
+
+    def factory(first_pause=0.0, first_fail_after=0):
+        def connect(params, database=None, **settings):
+            conn = FakeConnection(*((first_pause, first_fail_after) if not made else ()))
+            conn.settings = dict(settings, database=database)
+            made.append(conn)
+            return conn
+        monkeypatch.setattr(pg_load, 'connect', connect)
+        return made
+    return factory
+
+
+def fan_out(data, workers=2):
     params = dict(host='h', port=5432, user='u', database='d', connect_params={})
-    return bin_dir, out, params
-
-
-def fan_out(bin_dir, params, data, workers=2):
-    load = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump', bin_dir=str(bin_dir), workers=workers)
+    load = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump', workers=workers)
     reader = reader_of(data, pieces=50)
     sinks = []
     try:
@@ -338,60 +373,59 @@ def fan_out(bin_dir, params, data, workers=2):
             sink.kill()
 
 
-def received(out):
-    return {path.name: path.read_bytes() for path in out.glob('*.rows')}
-
-
-def test_fan_out_delivers_every_row_once_in_whole_rows(fake_psql, monkeypatch):
-    bin_dir, out, params = fake_psql
+def test_fan_out_delivers_every_row_once_in_whole_rows(fake_connections, monkeypatch):
+    made = fake_connections()
     monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 4096)
     monkeypatch.setattr(pg_load, 'SPREAD_AFTER_BYTES', 8192)
     expected = rows(20000)
-    started = fan_out(bin_dir, params, HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER, workers=3)
-    streams = received(out)
-    assert started == len(streams) and 1 <= started <= 3
-    got = [row + b'\n' for stream in streams.values() for row in stream[:-1].split(b'\n') if stream]
+    started = fan_out(HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER, workers=3)
+    assert started == len(made) and 1 <= started <= 3
+    assert all(conn.statement == COPY.decode()[:-2] and conn.finished == 'done' and conn.closed for conn in made)
+    assert all(conn.settings['database'] == 'd__restore_x' and conn.settings['client_encoding'] == 'UTF8'
+               for conn in made)
+    blocks = [block for conn in made for block in conn.received]
+    assert all(block.endswith(b'\n') for block in blocks)
+    got = [row + b'\n' for block in blocks for row in block[:-1].split(b'\n')]
     assert sorted(got) == sorted(expected)
 
 
-def test_fan_out_gives_blocks_to_the_sink_that_is_free(fake_psql, monkeypatch):
-    """The first sink reads slowly: the blocks go to the other one, not half to each in turn."""
-    bin_dir, out, params = fake_psql
+def test_fan_out_gives_blocks_to_the_sink_that_is_free(fake_connections, monkeypatch):
+    """The first connection is slow: the blocks go to the other one, not half to each in turn."""
+    made = fake_connections(first_pause=0.05)
     monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 8192)
     monkeypatch.setattr(pg_load, 'SPREAD_AFTER_BYTES', 8192)
-    monkeypatch.setenv('SLOW_FIRST', '0.05')
-    monkeypatch.setattr(pg_load, '_grow_pipe', lambda fd: None)  # small pipes: a slow reader is felt at once
     expected = rows(30000)
-    assert fan_out(bin_dir, params, HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER) == 2
-    sizes = sorted(len(stream) for stream in received(out).values())
+    assert fan_out(HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER) == 2
+    sizes = [sum(len(block) for block in conn.received) for conn in made]
     assert sum(sizes) == len(b''.join(expected))
     assert sizes[1] > 4 * sizes[0]
 
 
-def test_a_small_table_uses_one_connection(fake_psql, monkeypatch):
-    bin_dir, out, params = fake_psql
+def test_a_small_table_uses_one_connection(fake_connections):
+    made = fake_connections()
     expected = rows(100)
-    assert fan_out(bin_dir, params, HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER) == 1
-    assert list(received(out).values()) == [b''.join(expected)]
+    assert fan_out(HEADER + COPY + b''.join(expected) + b'\\.\n' + TRAILER) == 1
+    assert [b''.join(conn.received) for conn in made] == [b''.join(expected)]
 
 
-def test_a_failing_sink_is_reported_and_nothing_hangs(fake_psql, monkeypatch):
-    bin_dir, out, params = fake_psql
+def test_a_failing_sink_is_reported_and_nothing_hangs(fake_connections, monkeypatch):
+    made = fake_connections(first_fail_after=20000)
     monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 4096)
     monkeypatch.setattr(pg_load, 'SPREAD_AFTER_BYTES', 1 << 30)  # one sink only: when it fails, nobody reads
-    monkeypatch.setenv('FAIL_AFTER', '20000')
-    with pytest.raises(OpsError, match=r'loading public\.msgs failed: ERROR:  invalid input syntax for type uuid'):
-        fan_out(bin_dir, params, HEADER + COPY + b''.join(rows(50000)) + b'\\.\n' + TRAILER)
+    with pytest.raises(OpsError, match=r'loading public\.msgs failed: ERROR:  invalid input syntax for type uuid: '
+                                       r'"x" \| CONTEXT:  COPY msgs, line 7'):
+        fan_out(HEADER + COPY + b''.join(rows(50000)) + b'\\.\n' + TRAILER)
+    assert made[0].finished == 'failed' and made[0].closed
 
 
-def test_a_truncated_stream_stops_every_sink(fake_psql, monkeypatch):
+def test_a_truncated_stream_abandons_every_copy(fake_connections, monkeypatch):
     """The archive's data ends without its marker while two sinks are busy: an error, no hang,
-    no psql left running."""
-    bin_dir, out, params = fake_psql
+    and neither COPY is completed (nothing commits)."""
+    made = fake_connections(first_pause=0.01)
     monkeypatch.setattr(pg_load, 'BLOCK_BYTES', 4096)
     monkeypatch.setattr(pg_load, 'SPREAD_AFTER_BYTES', 8192)
-    monkeypatch.setenv('SLOW_FIRST', '0.01')
-    load = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump', bin_dir=str(bin_dir), workers=2)
+    params = dict(host='h', port=5432, user='u', database='d', connect_params={})
+    load = pg_load.ParallelLoad(params, 'd__restore_x', '/b.dump', workers=2)
     reader = reader_of(HEADER + COPY + b''.join(rows(30000)), pieces=50)
     sinks = []
     try:
@@ -403,4 +437,10 @@ def test_a_truncated_stream_stops_every_sink(fake_psql, monkeypatch):
         close(reader)
         for sink in sinks:
             sink.kill()
-    assert all(sink.process.poll() is not None and not sink.thread.is_alive() for sink in sinks)
+    assert len(made) == 2
+    assert all(conn.finished == 'failed' and conn.closed for conn in made)
+    assert not any(sink.thread.is_alive() for sink in sinks)
+
+
+def test_describe_error_without_diagnostics():
+    assert pg_load.describe_error(OSError('connection reset\nmore')) == 'connection reset'
