@@ -720,6 +720,13 @@ def print_report(result: dict[str, Any]) -> None:
             f"{t['median_psql_s']:.2f} s, ours (jobs=2) {t['median_ours_s']:.2f} s = {t['speedup']:.2f}x "
             f"-> {'MET' if t['met'] else 'MISSED'} (trials: psql {result['restore_trials']['psql_s']}, "
             f"ours {result['restore_trials']['ours_jobs2_s']})")
+        cpu = result["restore_trials"].get("cpu")
+        if cpu:
+            log(f"CPU per restore (median, server + client): psql {cpu['psql']['median_cpu_s']:.1f} s on "
+                f"{cpu['psql']['median_cores_busy']:.2f} cores, ours {cpu['ours']['median_cpu_s']:.1f} s on "
+                f"{cpu['ours']['median_cores_busy']:.2f} cores of {os.cpu_count()}; our floor (CPU / cores) "
+                f"{cpu['ours']['floor_s']:.2f} s: the most this machine allows is "
+                f"{result['restore_trials']['speedup_ceiling']:.2f}x")
     if "swap_downtime" in v:
         s = v["swap_downtime"]
         log(f"target swap-mode downtime < {TARGET_SWAP_DOWNTIME_S:g} s: {s['downtime_s']:.3f} s (longest "
