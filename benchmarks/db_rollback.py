@@ -525,8 +525,8 @@ def server_cpu_s(sb: Sandbox) -> float:
     from sandbox import postgres as sandbox_pg
     tick = os.sysconf("SC_CLK_TCK")
     postmaster = sandbox_pg.postmaster_pid(sb.dir)
-    pids = [postmaster] + [int(p) for p in (Path(f"/proc/{postmaster}/task/{postmaster}/children")
-                                             .read_text().split())]
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    pids = [postmaster] + [int(p) for p in children]
     total = 0
     for pid in pids:
         try:

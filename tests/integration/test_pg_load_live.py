@@ -217,7 +217,8 @@ def test_terminated_copy_backend_fails_the_restore_and_drops_scratch(live, archi
         pid, scratch = wait_for_copy(live)
         with admin(live) as conn:
             assert conn.execute('SELECT pg_terminate_backend(%s)', (pid,)).fetchone()[0]
-        with pytest.raises(OpsError, match=r'^restore: loading public\.msgs failed: .*(terminating connection|connection to server was lost|server closed the connection)') as failed:
+        lost = r'(terminating connection|connection to server was lost|server closed the connection)'
+        with pytest.raises(OpsError, match=r'^restore: loading public\.msgs failed: .*' + lost) as failed:
             running.result(timeout=60)
     assert failed.value.result['scratch_database'] == scratch
     assert scratch_databases(live) == [] and databases(live) == dbs
