@@ -32,6 +32,7 @@ import platform
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,10 +49,14 @@ sys.path.insert(0, str(REPO))
 from sandbox import control  # noqa: E402
 from sandbox import state as sandbox_state  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks" / "lib"))
+from proc_cpu import postgres_cpu_s, rusage_cpu_s  # noqa: E402
+
 VENV_BIN = Path(sys.executable).parent
 ANSIBLE_PLAYBOOK = str(VENV_BIN / "ansible-playbook")
 RESULTS_DIR = REPO / "benchmarks" / "results"
-CALLBACK_DIR = REPO / "benchmarks" / "lib" / "callback_plugins"
+LIB_DIR = REPO / "benchmarks" / "lib"
+CALLBACK_DIR = LIB_DIR / "callback_plugins"
 COLLECTIONS = REPO / ".collections"
 
 CLUSTER = sandbox_state.CLUSTER
@@ -418,7 +423,7 @@ def summarize_rollback(run: dict[str, Any], prober: Prober) -> dict[str, Any]:
 # ------------------------------------------------------------------------ ours: module logic in a fresh interpreter
 
 CHILD = r'''
-import json, os, resource, sys, time
+import json, resource, sys, time
 sys.path.insert(0, sys.argv[1])
 from ansible_collections.hotelbot.ops.plugins.module_utils import pg_backup, pg_restore
 job = json.loads(sys.argv[2])
@@ -426,19 +431,11 @@ cpu_marks = []
 if job.get("postmaster"):
     # CPU used between the steps: the server's (postmaster and every backend) and ours (this
     # process and the client programs it ran), read at each step's end.
+    sys.path.insert(0, sys.argv[3])
+    from proc_cpu import postgres_cpu_s, rusage_cpu_s
+
     def cpu_now():
-        tick = os.sysconf("SC_CLK_TCK")
-        pm = job["postmaster"]
-        pids = [pm] + [int(p) for p in open("/proc/%d/task/%d/children" % (pm, pm)).read().split()]
-        server = 0
-        for pid in pids:
-            try:
-                fields = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            server += sum(int(f) for f in fields[11:13]) + (sum(int(f) for f in fields[13:15]) if pid == pm else 0)
-        own = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        return server / tick, sum(u.ru_utime + u.ru_stime for u in own)
+        return postgres_cpu_s(job["postmaster"]), rusage_cpu_s(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     step = pg_restore.Restore.step
     def marked_step(self, name, started):
         step(self, name, started)
@@ -468,7 +465,7 @@ print(json.dumps({"seconds": seconds, "maxrss_kib": me, "children_maxrss_kib": k
 def child(workdir: Path, job: dict[str, Any]) -> dict[str, Any]:
     script = workdir / "child.py"
     script.write_text(CHILD)
-    done = subprocess.run([sys.executable, str(script), str(COLLECTIONS), json.dumps(job)], cwd=REPO,
+    done = subprocess.run([sys.executable, str(script), str(COLLECTIONS), json.dumps(job), str(LIB_DIR)], cwd=REPO,
                           capture_output=True, text=True, check=False, timeout=3600)
     if done.returncode != 0:
         raise BenchError(f"module child ({job['what']}) failed: {done.stderr[-2000:]}")
@@ -520,29 +517,9 @@ def inproc_restore(sb: Sandbox, workdir: Path, src: str, jobs: int | None, probe
 
 
 def server_cpu_s(sb: Sandbox) -> float:
-    """CPU seconds the PostgreSQL server has used so far: the postmaster, its live children and
-    the children it has reaped (backends that ended)."""
+    """CPU seconds the sandbox's PostgreSQL server has used so far."""
     from sandbox import postgres as sandbox_pg
-    tick = os.sysconf("SC_CLK_TCK")
-    postmaster = sandbox_pg.postmaster_pid(sb.dir)
-    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    pids = [postmaster] + [int(p) for p in children]
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended between the listing and the read: the postmaster's cutime has it
-        total += sum(int(f) for f in fields[11:13])  # utime, stime
-        if pid == postmaster:
-            total += sum(int(f) for f in fields[13:15])  # cutime, cstime
-    return total / tick
-
-
-def client_cpu_s() -> float:
-    """CPU seconds of this process's ended children (psql, the module child and its programs)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return postgres_cpu_s(sandbox_pg.postmaster_pid(sb.dir))
 
 
 def restore_trials(sb: Sandbox, workdir: Path, backup_path: str, trials: int) -> dict[str, Any]:
@@ -558,9 +535,10 @@ def restore_trials(sb: Sandbox, workdir: Path, backup_path: str, trials: int) ->
     cpu: dict[str, list[dict[str, float]]] = {"psql": [], "ours": []}
 
     def measured(way: str, fn: Any) -> None:
-        server, client = server_cpu_s(sb), client_cpu_s()
+        server, client = server_cpu_s(sb), rusage_cpu_s(resource.RUSAGE_CHILDREN)
         fn()
-        cpu[way].append({"server_s": round(server_cpu_s(sb) - server, 2), "client_s": round(client_cpu_s() - client, 2)})
+        cpu[way].append({"server_s": round(server_cpu_s(sb) - server, 2),
+                         "client_s": round(rusage_cpu_s(resource.RUSAGE_CHILDREN) - client, 2)})
 
     def psql_way() -> None:
         with sb.connect("postgres") as conn:
@@ -588,14 +566,14 @@ def restore_trials(sb: Sandbox, workdir: Path, backup_path: str, trials: int) ->
         log(f"  trial {trial + 1}: psql {psql_s[-1]:.2f} s (CPU {cpu['psql'][-1]}), "
             f"ours {ours_s[-1]:.2f} s (CPU {cpu['ours'][-1]})")
     plain.unlink()
-    median_psql, median_ours = sorted(psql_s)[len(psql_s) // 2], sorted(ours_s)[len(ours_s) // 2]
+    median_psql, median_ours = statistics.median_high(psql_s), statistics.median_high(ours_s)
     cpus = os.cpu_count() or 1
 
     def cpu_summary(way: str, walls: list[float]) -> dict[str, Any]:
         totals = [c["server_s"] + c["client_s"] for c in cpu[way]]
-        median_total = sorted(totals)[len(totals) // 2]
+        median_total = statistics.median_high(totals)
         return {"samples": cpu[way], "median_cpu_s": round(median_total, 2),
-                "median_cores_busy": round(sorted(t / w for t, w in zip(totals, walls))[len(totals) // 2], 2),
+                "median_cores_busy": round(statistics.median_high(t / w for t, w in zip(totals, walls)), 2),
                 # no way can finish faster than its CPU work spread over every core
                 "floor_s": round(median_total / cpus, 2)}
     cpu_report = {"psql": cpu_summary("psql", psql_s), "ours": cpu_summary("ours", ours_s)}

@@ -38,6 +38,7 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     error_tail,
     first_line,
     libpq_env,
+    options_text,
     program,
     run_client,
 )
@@ -93,7 +94,6 @@ class Sink:
         self.statement = statement
         self.blocks = blocks
         self.connection = connect(params, database=database, **settings)
-        self.sent = 0
         self.error = None
         self.stopped = False
         self.closing = False
@@ -114,7 +114,6 @@ class Sink:
                         if block is None:
                             break
                         copy.write(block)
-                        self.sent += len(block)
         except Exception as err:  # pylint: disable=broad-except
             # reported by finish(), in the caller's thread
             self.error = err
@@ -302,7 +301,7 @@ class ParallelLoad:
             elif re.match(r'^[A-Za-z0-9_.-]+$', value):
                 options.setdefault(name, value)
         given = (self.params.get('connect_params') or {}).get('options') or os.environ.get('PGOPTIONS', '')
-        combined = ' '.join([given] + ['-c %s=%s' % item for item in sorted(options.items())]).strip()
+        combined = options_text(options, given)
         if combined:
             extra['options'] = combined
         return extra

@@ -111,11 +111,16 @@ def libpq_env(params, database=None, base=None):
     return env
 
 
+def options_text(session_options, given=''):
+    """libpq `options` (PGOPTIONS) text: `given` followed by `-c name=value` per session setting."""
+    extra = ['-c %s=%s' % (name, value) for name, value in sorted((session_options or {}).items())]
+    return ' '.join([given] + extra).strip()
+
+
 def session_env(env, session_options):
     """env with session settings (GUC name -> value) added to PGOPTIONS."""
     if session_options:
-        extra = ' '.join('-c %s=%s' % (name, value) for name, value in sorted(session_options.items()))
-        env['PGOPTIONS'] = (env.get('PGOPTIONS', '') + ' ' + extra).strip()
+        env['PGOPTIONS'] = options_text(session_options, env.get('PGOPTIONS', ''))
     return env
 
 
