@@ -116,6 +116,59 @@ def test_end_of_data(block, offset):
     assert pg_load.end_of_data(block) == offset
 
 
+@pytest.mark.parametrize('block, start, offset', [
+    (b'1\ta\n\\.\n', 4, 4),      # the marker line begins exactly at start
+    (b'1\ta\n\\.\n', 2, 4),
+    (b'\\.\n1\ta\n', 1, -1),     # a marker line before start is not looked at
+    (b'1\ta\n\\.\n', 5, -1),
+])
+def test_end_of_data_from_start(block, start, offset):
+    assert pg_load.end_of_data(block, start=start) == offset
+
+
+def _stream_without_end(monkeypatch, trailer):
+    """A reader whose pipe holds the rows, the marker and `trailer`, its writer still open."""
+    body = b''.join(rows(60))
+    monkeypatch.setattr(pg_load, 'BLOCK_BYTES', len(body))
+    monkeypatch.setattr(pg_load, 'MARKER_WINDOW', 256)
+    rfd, wfd = os.pipe()
+    os.write(wfd, HEADER + COPY + body + b'\\.\n' + trailer)
+    reader = pg_load.CopyReader(rfd)
+    assert reader.read_header()
+    return reader, body, wfd
+
+
+def test_end_marker_found_before_the_output_ends(monkeypatch):
+    """The marker is near the end of what was read: found without waiting for the end of output."""
+    reader, body, wfd = _stream_without_end(monkeypatch, TRAILER)
+    try:
+        blocks = reader.blocks()
+        assert next(blocks) == body
+        assert reader.done
+        assert list(blocks) == []
+    finally:
+        os.close(wfd)
+        os.close(reader.fd)
+
+
+def test_end_marker_beyond_the_window_fails_as_truncated(monkeypatch):
+    """Were more than the window to follow the marker, the restore fails; it never loads the trailer."""
+    reader, body, wfd = _stream_without_end(monkeypatch, b'-- trailer line\n' * 40)
+    try:
+        blocks = reader.blocks()
+        first = next(blocks)
+        assert first.startswith(body) and not reader.done
+        os.close(wfd)
+        wfd = None
+        with pytest.raises(OpsError, match='ended without its end marker'):
+            list(blocks)
+        assert reader.truncated
+    finally:
+        if wfd is not None:
+            os.close(wfd)
+        os.close(reader.fd)
+
+
 # ---------------------------------------------------------------- CopyReader
 
 def test_header_settings_statement_and_all_rows():
