@@ -16,8 +16,9 @@ description:
     and names this database, and its table of contents reads (custom/directory format) or it ends
     with pg_dump's completion line (plain SQL).
   - Restores into a scratch database beside the live one (C(<db>__restore_<stamp>)). Custom and
-    directory archives are loaded in parallel (see O(jobs)) - each table's rows, read from the
-    archive by C(pg_restore), are split over several C(COPY) connections, then indexes and
+    directory archives are loaded in parallel (see O(jobs)) - each table's rows, read straight from
+    a gzip-compressed custom archive (by C(pg_restore) for other archives), are split over several
+    C(COPY) connections, then indexes and
     constraints are built with C(pg_restore --jobs) - or, with O(jobs=1), by C(pg_restore
     --exit-on-error --single-transaction). Plain SQL runs with C(psql) and C(ON_ERROR_STOP) in one
     transaction.
@@ -155,10 +156,12 @@ expected_rows:
 load:
   description: How the data went in - C(method) (V(parallel copy), V(pg_restore --single-transaction) or
     V(psql --single-transaction)), C(jobs), and for the parallel copy one entry per table with its C(mode)
-    (V(copy), or V(pg_restore) for table data that is not a COPY) and the C(connections) it used.
+    (V(copy), or V(pg_restore) for table data that is not a COPY), the C(connections) it used, and for a
+    COPY where its rows were C(read) from (V(archive) - the module reads and inflates a custom archive's data
+    itself, which costs half the CPU - or V(pg_restore) for directory, uncompressed or newer-version archives).
   returned: after a restore into the scratch database
   type: dict
-  sample: {method: parallel copy, jobs: 2, tables: [{table: public.bot_messages, mode: copy, connections: 2}]}
+  sample: {method: parallel copy, jobs: 2, tables: [{table: public.bot_messages, mode: copy, connections: 2, read: archive}]}
 row_counts:
   description: Row counts found in the restored copy (equal to RV(expected_rows), or the restore failed).
   returned: success
