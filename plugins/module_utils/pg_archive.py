@@ -12,9 +12,10 @@ and with ISA-L's inflate (the `isal` package, when installed) the inflating cost
 of what zlib's does.
 
 Only what this code has been checked against is read: archive version 1.14 (pg_dump 12 to
-15), gzip-compressed, an entry whose data offset is recorded (pg_dump wrote to a file). Anything else - a newer archive version, a data block that is not where the TOC
-says - gives ArchiveError, and the caller uses pg_restore for that table as before.
-pg_restore still provides each table's COPY statement and session settings.
+15), gzip-compressed, an entry whose data offset is recorded (pg_dump wrote to a file).
+Anything else - a newer archive version, no compression, a data block that is not where the
+TOC says - gives ArchiveError before any data, and the caller uses pg_restore for that
+table as before. pg_restore still provides each table's COPY statement and session settings.
 """
 
 from __future__ import absolute_import, division, print_function
