@@ -37,6 +37,10 @@ SUPPORTED_VERSIONS = ((1, 14, 0),)
 FORMAT_CUSTOM = 1
 BLOCK_DATA = 1
 OFFSET_SET = 2
+# A TOC entry after its dump id (version 1.14): has data, tableoid, oid, tag, desc, section,
+# defn, drop statement, copy statement, namespace, tablespace, table access method, owner,
+# with oids (always "false").
+ENTRY_FIELDS = ('int', 'str', 'str', 'str', 'str', 'int', 'str', 'str', 'str', 'str', 'str', 'str', 'str', 'str')
 # pg_dump writes compressed data in chunks of a few KiB; a length beyond this is damage.
 MAX_CHUNK_BYTES = 64 << 20
 
@@ -109,13 +113,8 @@ class CustomArchive:
 
     def _read_entry(self, cursor):
         dump_id = cursor.int()
-        cursor.int()          # has a data dumper
-        for _field in range(11):  # tableoid, oid, tag, desc, (section: int), defn, drop, copy, namespace, tablespace, tableam, owner
-            if _field == 4:
-                cursor.int()
-            else:
-                cursor.str()
-        cursor.str()          # with oids (always "false")
+        for kind in ENTRY_FIELDS:
+            getattr(cursor, kind)()
         while cursor.str() is not None:  # dependencies, ended by a NULL string
             pass
         flag, position = cursor.offset()
@@ -143,7 +142,7 @@ class EntryData(io.RawIOBase):
         if self.cursor.byte() != BLOCK_DATA or self.cursor.int() != dump_id:
             self.handle.close()
             raise ArchiveError('the data of entry %d is not at its recorded offset' % dump_id)
-        self.inflater = inflate_module.decompressobj() if archive.compression != 0 else None
+        self.inflater = inflate_module.decompressobj()  # data() hands out compressed entries only
         self.pending = memoryview(b'')
         self.ended = False
 
@@ -153,7 +152,7 @@ class EntryData(io.RawIOBase):
     def _next_chunk(self):
         length = self.cursor.int()
         if length == 0:
-            if self.inflater is not None and not self.inflater.eof:
+            if not self.inflater.eof:
                 raise ArchiveError('the compressed data ends early')
             self.ended = True
             return b''
@@ -162,8 +161,6 @@ class EntryData(io.RawIOBase):
         chunk = self.handle.read(length)
         if len(chunk) != length:
             raise ArchiveError('the archive ends inside a data block (truncated?)')
-        if self.inflater is None:
-            return chunk
         try:
             return self.inflater.decompress(chunk)
         except (zlib.error, getattr(inflate_module, 'error', zlib.error)) as err:

@@ -203,7 +203,8 @@ class CopyReader:
         pg_restore writes a few KiB at a time. Reading into one reused buffer, and pausing
         briefly after a short read so the next one finds more, keeps this loop to a few
         thousand reads per GiB instead of a hundred thousand."""
-        if source is None:
+        own_source = source is None  # a source handed in is the caller's to close
+        if own_source:
             source = os.fdopen(os.dup(self.fd), 'rb', buffering=0)
         buf = bytearray(max(2 * BLOCK_BYTES, 2 * len(self.pending)))
         view = memoryview(buf)
@@ -247,7 +248,8 @@ class CopyReader:
                     yield block
         finally:
             view.release()
-            source.close()
+            if own_source:
+                source.close()
 
     def drain(self):
         while os.read(self.fd, BLOCK_BYTES):
@@ -346,13 +348,11 @@ class ParallelLoad:
             cut_short = None
             try:
                 connections = self.fan_out(reader, sinks, name, rows)
-            except ArchiveError as err:
-                raise OpsError('restore: reading the data of %s from the archive failed: %s' % (name, err.msg))
             except OpsError as err:
+                if isinstance(err, ArchiveError) or (rows is not None and reader.truncated):
+                    raise OpsError('restore: reading the data of %s from the archive failed: %s' % (name, err.msg))
                 if not reader.truncated:
                     raise
-                if rows is not None:
-                    raise OpsError('restore: reading the data of %s from the archive failed: %s' % (name, err.msg))
                 # pg_restore closed its output early: its own error says why
                 cut_short = err.msg
             else:
