@@ -12,7 +12,9 @@ archive, so every format and compression pg_restore reads works) is cut at row b
 into the same table. Each block goes to whichever connection has finished its last one:
 handed out strictly in turn, the slowest connection set the pace of all of them (the data
 phase of a 744 MiB table with 2 connections: median 14.9 s that way, 12.0 s this way).
-Then the post-data section (indexes, constraints, triggers) runs with pg_restore --jobs.
+Then the indexes and key constraints of ordinary tables are built `workers` at a time (see
+pg_indexes), and the rest of the post-data section (foreign keys, triggers, partitioned
+tables' indexes) runs with pg_restore --jobs.
 
 The order is pg_restore's own: pre-data, data, post-data. Data entries other than table
 data (sequence values, large objects) go through pg_restore unchanged, and so does any
@@ -34,6 +36,7 @@ import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_archive import ArchiveError, CustomArchive
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_indexes import IndexBuilds
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     connect,
     error_tail,
@@ -274,6 +277,7 @@ class ParallelLoad:
         self.workers = max(2, int(workers))
         self.session_options = session_options or {}
         self.tables = []
+        self.indexes = dict(built=0, as_unique_index=0)
         try:
             self.archive = CustomArchive(src) if os.path.isfile(src) else None
         except (ArchiveError, OSError):
@@ -295,8 +299,12 @@ class ParallelLoad:
             run_client(self.params, self.target, self.pg_restore(
                 '--exit-on-error', '--section=data', '-L', others_list, '--dbname', self.target, self.src),
                 step + ' (other data)', self.session_options)
+            builds = IndexBuilds(self.params, self.target, self.src, bin_dir=self.bin_dir, workers=self.workers,
+                                 session_options=self.session_options)
+            planned, rest = builds.plan(others, os.path.join(tmp, 'builds.list'))
+            self.indexes = dict(built=len(planned), as_unique_index=builds.run(planned))
             run_client(self.params, self.target, self.pg_restore(
-                '--exit-on-error', '--section=post-data', '--jobs', str(self.workers), '-L', others_list,
+                '--exit-on-error', '--section=post-data', '--jobs', str(self.workers), '-L', _list_file(rest, tmp, 'rest.list'),
                 '--dbname', self.target, self.src), step + ' (indexes and constraints)', self.session_options)
         finally:
             for name in os.listdir(tmp):

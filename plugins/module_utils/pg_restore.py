@@ -245,9 +245,9 @@ class Restore:
         if jobs and jobs > 1:
             # The scratch database is dropped if anything fails, so the load need not be one
             # transaction: big tables are split over `jobs` COPY connections (see pg_load).
-            tables = ParallelLoad(self.params, scratch, self.src, bin_dir=self.bin_dir, workers=jobs,
-                                  session_options=session).run(backup['listing'])
-            return dict(method='parallel copy', jobs=jobs, tables=tables)
+            loader = ParallelLoad(self.params, scratch, self.src, bin_dir=self.bin_dir, workers=jobs, session_options=session)
+            tables = loader.run(backup['listing'])
+            return dict(method='parallel copy', jobs=jobs, tables=tables, indexes=loader.indexes)
         run_client(self.params, scratch, [program(self.bin_dir, 'pg_restore'), '--exit-on-error', '--single-transaction',
                                           '--dbname', scratch, self.src], step, session_options=session)
         return dict(method='pg_restore --single-transaction', jobs=1)

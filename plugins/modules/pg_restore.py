@@ -62,7 +62,9 @@ options:
       - Connections for restoring a custom or directory archive. With 2 or more, a table's data goes
         through up to O(jobs) C(COPY) connections at once (a second one starts when the table has sent
         8 MiB and every connection is busy, so small tables use one; each block of rows goes to whichever
-        connection is free), and indexes and constraints are built O(jobs) at a time. The load
+        connection is free), and indexes and constraints are built O(jobs) at a time, the longest first
+        (a plain primary key or unique constraint as its unique index, attached afterwards, so it
+        does not wait for the table's other builds). The load
         is not one transaction, which is safe because it goes into the scratch database, which is dropped
         if anything fails.
       - 1 restores with C(pg_restore --single-transaction).
@@ -156,14 +158,19 @@ expected_rows:
   returned: when the backup verified
   type: dict
 load:
-  description: How the data went in - C(method) (V(parallel copy), V(pg_restore --single-transaction) or
-    V(psql --single-transaction)), C(jobs), and for the parallel copy one entry per table with its C(mode)
-    (V(copy), or V(pg_restore) for table data that is not a COPY), the C(connections) it used, and for a
-    COPY where its rows were C(read) from (V(archive) - the module reads and inflates a custom archive's data
-    itself, which costs half the CPU - or V(pg_restore) for directory, uncompressed or newer-version archives).
+  description:
+    - How the data went in - C(method) (V(parallel copy), V(pg_restore --single-transaction) or
+      V(psql --single-transaction)), C(jobs), and for the parallel copy one entry per table with its C(mode)
+      (V(copy), or V(pg_restore) for table data that is not a COPY), the C(connections) it used, and for a
+      COPY where its rows were C(read) from (V(archive) - the module reads and inflates a custom archive's data
+      itself, which costs half the CPU - or V(pg_restore) for directory, uncompressed or newer-version archives).
+    - For the parallel copy, C(indexes) counts the index and constraint builds the module ran itself
+      (C(built); those of partitioned tables and partitions are left to C(pg_restore --jobs)) and how many
+      of them were key constraints built as a unique index (C(as_unique_index)).
   returned: after a restore into the scratch database
   type: dict
-  sample: {method: parallel copy, jobs: 2, tables: [{table: public.bot_messages, mode: copy, connections: 2, read: archive}]}
+  sample: {method: parallel copy, jobs: 2, tables: [{table: public.bot_messages, mode: copy, connections: 2, read: archive}],
+           indexes: {built: 4, as_unique_index: 2}}
 row_counts:
   description: Row counts found in the restored copy (equal to RV(expected_rows), or the restore failed).
   returned: success

@@ -17,6 +17,7 @@ from ansible_collections.hotelbot.ops.plugins.module_utils import pg_restore as 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_archive import ArchiveError, CustomArchive
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import checksum
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_indexes import IndexBuilds
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_restore import lock_key, restore
 
 # `live` is a fixture: importing it makes it available here.
@@ -186,6 +187,8 @@ def test_parallel_copy_reproduces_every_byte(live, archives, fmt):
     result = restore(params(live), DB, archives[fmt], confirm=True, jobs=2, bin_dir=bin_dir(live))
     load = result['load']
     assert load['method'] == 'parallel copy' and load['jobs'] == 2
+    # guests: pkey, name key; msgs: pkey, msgs_at, the gin index (the FK stays with pg_restore)
+    assert load['indexes'] == dict(built=5, as_unique_index=3)
     tables = dict((t['table'], t) for t in load['tables'])
     read = 'archive' if fmt == 'custom' else 'pg_restore'
     assert tables['public.msgs'] == dict(table='public.msgs', mode='copy', connections=2, read=read)
@@ -344,3 +347,135 @@ def test_damaged_table_data_names_the_table_and_drops_scratch(live, archives, tm
                                        r'(could not uncompress data|damaged data block)'):
         restore(params(live), DB, path, confirm=True, jobs=2, bin_dir=bin_dir(live))
     assert fingerprint(live) == before and databases(live) == dbs and scratch_databases(live) == []
+
+
+# ---------------------------------------------------------------- 7. indexes and key constraints (pg_indexes)
+
+SCHEMA = 'pgload schema'    # every kind of INDEX / CONSTRAINT entry pg_indexes meets, and some it leaves alone
+SCHEMA_SQL = r"""
+CREATE SCHEMA "s 2";
+CREATE TABLE "s 2"."my ""t"" tbl" (id bigint PRIMARY KEY, "Col" text, b int, c int, r int4range,
+    CONSTRAINT "b key" UNIQUE (b) DEFERRABLE INITIALLY DEFERRED,
+    CONSTRAINT c_excl EXCLUDE USING btree (c WITH =),
+    CONSTRAINT col_b_key UNIQUE ("Col", b));
+INSERT INTO "s 2"."my ""t"" tbl" SELECT g, 'v' || g, g, g, int4range(g, g + 1) FROM generate_series(1, 20000) g;
+CREATE INDEX lower_col ON "s 2"."my ""t"" tbl" (lower("Col")) WHERE b > 3;
+CREATE INDEX r_gist ON "s 2"."my ""t"" tbl" USING gist (r);
+CREATE TABLE public.u (id int PRIMARY KEY, v int, n int NOT NULL,
+    CONSTRAINT u_n_key UNIQUE NULLS NOT DISTINCT (n), CONSTRAINT u_inc UNIQUE (v) INCLUDE (n));
+INSERT INTO public.u SELECT g, g, g FROM generate_series(1, 5000) g;
+CREATE INDEX u_v_half ON public.u (v) WITH (fillfactor = 50);
+ALTER TABLE public.u CLUSTER ON u_v_half;
+ALTER TABLE public.u REPLICA IDENTITY USING INDEX u_n_key;
+CREATE TABLE public.f (id int PRIMARY KEY, u_id int REFERENCES public.u (id), col text, b int,
+    FOREIGN KEY (col, b) REFERENCES "s 2"."my ""t"" tbl" ("Col", b));
+INSERT INTO public.f SELECT g, g, 'v' || g, g FROM generate_series(1, 1000) g;
+CREATE TABLE public.p (id int, at int, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE public.p1 PARTITION OF public.p FOR VALUES FROM (0) TO (100);
+CREATE INDEX p_at ON public.p (at);
+INSERT INTO public.p SELECT g, g % 100 FROM generate_series(1, 3000) g;
+"""
+CATALOG = """
+SELECT c.conrelid::regclass::text, c.conname, c.contype, c.condeferrable, c.condeferred, c.conindid::regclass::text,
+       i.indisprimary, i.indisunique, i.indimmediate, i.indisclustered, i.indisreplident, i.indnullsnotdistinct
+FROM pg_constraint c LEFT JOIN pg_index i ON i.indexrelid = c.conindid
+WHERE c.connamespace IN ('public'::regnamespace, '"s 2"'::regnamespace) ORDER BY 1, 2
+"""
+
+
+def schema_dump(sandbox, database):
+    """pg_dump --schema-only of database, without the per-run \\restrict keys."""
+    out = subprocess.run([os.path.join(bin_dir(sandbox), 'pg_dump'), '--schema-only', database], env=pg_env(sandbox),
+                         capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if not line.startswith(('\\restrict', '\\unrestrict'))]
+
+
+def contents(sandbox, database):
+    with admin(sandbox, database) as conn:
+        tables = ['"s 2"."my ""t"" tbl"', 'public.u', 'public.f', 'public.p']
+        return dict((t, conn.execute('SELECT count(*), md5(string_agg(x::text, \',\' ORDER BY x::text)) FROM %s x' % t).fetchone())
+                    for t in tables), conn.execute(CATALOG).fetchall()
+
+
+@pytest.fixture(scope='module')
+def schema_archive(sandbox, tmp_path_factory):
+    with admin(sandbox) as conn:
+        conn.execute('DROP DATABASE IF EXISTS %s WITH (FORCE)' % quoted(SCHEMA))
+        conn.execute('CREATE DATABASE %s' % quoted(SCHEMA))
+    with admin(sandbox, SCHEMA) as conn:
+        conn.execute(SCHEMA_SQL)
+    yield dump(sandbox, SCHEMA, str(tmp_path_factory.mktemp('pgindexes') / 'schema.dump'), '-Fc')
+    with admin(sandbox) as conn:
+        conn.execute('DROP DATABASE IF EXISTS %s WITH (FORCE)' % quoted(SCHEMA))
+
+
+def test_index_builds_reproduce_the_schema_exactly(live, schema_archive):
+    result = restore(params(live), DB, schema_archive, confirm=True, jobs=2, bin_dir=bin_dir(live))
+    # ordinary tables' INDEX / CONSTRAINT entries: t (pkey, b key, c_excl, col_b_key, lower_col, r_gist),
+    # u (pkey, u_n_key, u_inc, u_v_half), f (pkey); the partitioned p and p1 stay with pg_restore
+    # the plain keys t_pkey, col_b_key, u_pkey, f_pkey go in as unique indexes; the others run as written
+    assert result['load']['indexes'] == dict(built=11, as_unique_index=4)
+    assert schema_dump(live, DB) == schema_dump(live, SCHEMA)
+    assert contents(live, DB) == contents(live, SCHEMA)
+    with admin(live, DB) as conn:
+        with pytest.raises(Exception, match='violates foreign key constraint'):
+            conn.execute("INSERT INTO public.f VALUES (5000, 1, 'v1', 2)")
+        with pytest.raises(Exception, match='duplicate key value violates unique constraint "col_b_key"'):
+            conn.execute('INSERT INTO "s 2"."my ""t"" tbl" (id, "Col", b, c) VALUES (99999, \'v1\', 1, 99999)')
+    assert scratch_databases(live) == []
+
+
+FAILING_SQL = r"""
+CREATE FUNCTION public.picky(i int) RETURNS int IMMUTABLE LANGUAGE plpgsql AS $$
+BEGIN
+    -- refuses one value, only in a scratch database: the source database builds its index
+    IF i = 77 AND strpos(current_database(), '__restore_') > 0 THEN
+        RAISE EXCEPTION 'picky refuses %', i;
+    END IF;
+    RETURN i;
+END $$;
+CREATE INDEX msgs_picky ON public.msgs (public.picky(id));
+"""
+
+
+def test_a_failing_index_build_names_it_and_drops_scratch(live, archives, tmp_path):
+    with admin(live) as conn:
+        conn.execute('DROP DATABASE IF EXISTS "pgload picky" WITH (FORCE)')
+        conn.execute('CREATE DATABASE "pgload picky" TEMPLATE %s' % quoted(BIG))
+    try:
+        with admin(live, 'pgload picky') as conn:
+            conn.execute(FAILING_SQL)
+            conn.execute('CREATE INDEX msgs_body ON public.msgs (body)')
+        path = dump(live, 'pgload picky', str(tmp_path / 'picky.dump'), '-Fc')
+    finally:
+        with admin(live) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "pgload picky" WITH (FORCE)')
+    before, dbs = fingerprint(live), databases(live)
+    with pytest.raises(OpsError, match=r'^restore: building index msgs_picky failed: picky refuses 77'):
+        restore(params(live), DB, path, confirm=True, jobs=2, bin_dir=bin_dir(live))
+    assert fingerprint(live) == before and databases(live) == dbs and scratch_databases(live) == []
+
+
+def test_index_builds_run_with_the_archive_session_settings(live, archives):
+    """A statement_timeout given in the connection options (or set on the role) does not cut a build
+    short: like pg_restore, the builds run after the archive's own settings (statement_timeout = 0)."""
+    target = 'pgload builds'
+    with admin(live) as conn:
+        conn.execute('DROP DATABASE IF EXISTS %s WITH (FORCE)' % quoted(target))
+        conn.execute('CREATE DATABASE %s TEMPLATE %s' % (quoted(target), quoted(BIG)))
+    try:
+        with admin(live, target) as conn:
+            conn.execute('ALTER TABLE public.msgs DROP CONSTRAINT msgs_pkey')
+        listing = subprocess.run([os.path.join(bin_dir(live), 'pg_restore'), '-l', archives['big']], capture_output=True,
+                                 text=True, check=True).stdout
+        builds = IndexBuilds(params(live), target, archives['big'], bin_dir=bin_dir(live), workers=2)
+        planned, rest = builds.plan(listing.splitlines(), os.path.join(str(live.dir), 'builds.list'))
+        assert [b.tag for b in planned] == ['msgs msgs_pkey'] and not any('CONSTRAINT' in line for line in rest)
+        builds.params = dict(params(live), connect_params={'options': '-c statement_timeout=20'})
+        assert builds.run(planned) == 1
+        with admin(live, target) as conn:
+            assert conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'msgs_pkey'"
+                                ).fetchall() == [('PRIMARY KEY (id)',)]
+    finally:
+        with admin(live) as conn:
+            conn.execute('DROP DATABASE IF EXISTS %s WITH (FORCE)' % quoted(target))
