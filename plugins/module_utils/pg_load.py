@@ -36,7 +36,7 @@ import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_archive import ArchiveError, CustomArchive
-from ansible_collections.hotelbot.ops.plugins.module_utils.pg_indexes import IndexBuilds
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_indexes import IDENT, IndexBuilds
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     connect,
     error_tail,
@@ -59,6 +59,7 @@ TABLE_DATA = re.compile(r'^\d+; \d+ \d+ TABLE DATA ')
 # Session settings pg_restore's script output starts with; applied to every loader connection.
 SESSION_SET = re.compile(r"^SET ([a-z_]+) = ('[^'\\;]*'|[A-Za-z0-9_.-]+);$")
 COPY_STATEMENT = re.compile(r'^COPY .+ FROM stdin;$')
+COPY_TABLE = re.compile(r'^COPY (?P<table>{i}\.{i}) '.format(i=IDENT))
 END_OF_DATA = b'\\.\n'
 
 
@@ -77,6 +78,13 @@ def entry_name(line):
     """'public bot_messages' from '3364; 0 16418 TABLE DATA public bot_messages hotelbot'."""
     rest = TABLE_DATA.sub('', line).rsplit(' ', 1)[0]
     return rest.replace(' ', '.', 1)
+
+
+def copy_table(statement):
+    """The table of a COPY statement as pg_dump quoted it ('public.t', '"s 2"."My t"'), or None.
+    Unlike a TOC line, whose fields are split by spaces, it is unambiguous."""
+    found = COPY_TABLE.match(statement or '')
+    return found.group('table') if found else None
 
 
 def end_of_data(block, end=None, start=0):
@@ -347,6 +355,7 @@ class ParallelLoad:
                 source.wait()
                 self.fallback(line, list_file, name)
                 return
+            name = copy_table(reader.statement) or name
             rows = self.archive_rows(line)
             if rows is not None:
                 # pg_restore gave the COPY statement and session settings; the rows come from the archive

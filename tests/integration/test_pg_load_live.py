@@ -415,6 +415,7 @@ def test_index_builds_reproduce_the_schema_exactly(live, schema_archive):
     # u (pkey, u_n_key, u_inc, u_v_half), f (pkey); the partitioned p and p1 stay with pg_restore
     # the plain keys t_pkey, col_b_key, u_pkey, f_pkey go in as unique indexes; the others run as written
     assert result['load']['indexes'] == dict(built=11, as_unique_index=4)
+    assert sorted(t['table'] for t in result['load']['tables']) == ['"s 2"."my ""t"" tbl"', 'public.f', 'public.p1', 'public.u']
     assert schema_dump(live, DB) == schema_dump(live, SCHEMA)
     assert contents(live, DB) == contents(live, SCHEMA)
     with admin(live, DB) as conn:

@@ -96,6 +96,17 @@ def test_entry_name(line, name):
     assert pg_load.entry_name(line) == name
 
 
+@pytest.mark.parametrize('statement, table', [
+    ('COPY public.bot_messages (id, body) FROM stdin;', 'public.bot_messages'),
+    ('COPY "s 2"."my ""t"" tbl" (id, "Col") FROM stdin;', '"s 2"."my ""t"" tbl"'),
+    ('COPY public."my table" (id) FROM stdin;', 'public."my table"'),
+    ('COPY weird FROM stdin;', None),
+    (None, None),
+])
+def test_copy_table_is_the_unambiguous_name(statement, table):
+    assert pg_load.copy_table(statement) == table
+
+
 # ---------------------------------------------------------------- end marker
 
 @pytest.mark.parametrize('block, offset', [
