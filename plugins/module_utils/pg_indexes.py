@@ -34,7 +34,7 @@ import re
 import threading
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, first_line, options_text, program, run_client
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, connection_options, first_line, program, run_client
 
 # pg_restore --list lines of the entries scheduled here ("<dump id>; <catalog> <oid> <type> ...").
 # INDEX ATTACH entries have catalog 0, FK and CHECK constraints another type word: neither matches.
@@ -218,8 +218,7 @@ class IndexBuilds:
         settings = dict(self.session_options)
         if len(builds) >= self.workers:
             settings['max_parallel_maintenance_workers'] = '0'
-        given = (self.params.get('connect_params') or {}).get('options') or ''
-        options = options_text(settings, given)
+        options = connection_options(self.params, settings)
         failure = None
         with concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix='index-build') as pool:
             futures = [pool.submit(self.build, build, options) for build in builds]
@@ -235,13 +234,15 @@ class IndexBuilds:
         keys = [build for build in builds if build.key]
         if keys:
             connection = connect(self.params, database=self.target, options=options)
+            step = 'restore: setting up the session for the key constraints'
             try:
                 connection.execute(self.prelude)
                 with connection.transaction():
                     for build in keys:
+                        step = 'restore: adding constraint %s' % build.tag
                         connection.execute(build.attach())
             except Exception as err:  # pylint: disable=broad-except
-                raise OpsError('restore: adding constraint %s failed: %s' % (build.tag, first_line(err)))
+                raise OpsError('%s failed: %s' % (step, first_line(err)))
             finally:
                 connection.close()
         return len(keys)

@@ -39,10 +39,10 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.pg_archive import Arc
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_indexes import IDENT, IndexBuilds
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     connect,
+    connection_options,
     error_tail,
     first_line,
     libpq_env,
-    options_text,
     program,
     run_client,
 )
@@ -333,8 +333,7 @@ class ParallelLoad:
                 extra['client_encoding'] = value
             elif re.match(r'^[A-Za-z0-9_.-]+$', value):
                 options.setdefault(name, value)
-        given = (self.params.get('connect_params') or {}).get('options') or os.environ.get('PGOPTIONS', '')
-        combined = options_text(options, given)
+        combined = connection_options(self.params, options)
         if combined:
             extra['options'] = combined
         return extra

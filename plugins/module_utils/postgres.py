@@ -117,6 +117,13 @@ def options_text(session_options, given=''):
     return ' '.join([given] + extra).strip()
 
 
+def connection_options(params, session_options):
+    """libpq `options` for a connection of ours: the caller's own (connect_params.options, else
+    PGOPTIONS, which an explicit `options` keyword would otherwise hide) followed by ours."""
+    given = (params.get('connect_params') or {}).get('options') or os.environ.get('PGOPTIONS', '')
+    return options_text(session_options, given)
+
+
 def session_env(env, session_options):
     """env with session settings (GUC name -> value) added to PGOPTIONS."""
     if session_options:

@@ -47,3 +47,15 @@ def test_connect_failure_names_the_target_without_the_password():
         postgres.connect(params)
     assert "cannot connect to PostgreSQL database 'hotel_voice_bot' on 127.0.0.1:9 as bot" in err.value.msg
     assert 's3cret-pw' not in err.value.msg
+
+
+def test_connection_options_put_the_callers_first(monkeypatch):
+    """Ours come last (the later -c wins); the caller's come from connect_params, else PGOPTIONS,
+    which an explicit `options` keyword on the connection would otherwise hide."""
+    monkeypatch.setenv('PGOPTIONS', '-c search_path=ops')
+    ours = {'max_parallel_maintenance_workers': '0'}
+    assert postgres.connection_options({}, ours) == '-c search_path=ops -c max_parallel_maintenance_workers=0'
+    given = {'connect_params': {'options': '-c work_mem=8MB'}}
+    assert postgres.connection_options(given, ours) == '-c work_mem=8MB -c max_parallel_maintenance_workers=0'
+    monkeypatch.delenv('PGOPTIONS')
+    assert postgres.connection_options({}, {}) == ''
