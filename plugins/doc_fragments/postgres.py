@@ -32,7 +32,13 @@ options:
     type: str
     aliases: [login_password]
   database:
-    description: The database to act on.
+    description:
+      - The database to act on. Must not be empty (libpq would fall back to the database named like the user).
+      - May also be a connection string, the usual form of E(DATABASE_URL) - a URI
+        (C(postgresql://user:password@host:5432/db?sslmode=require)) or libpq C(key=value) pairs, by libpq's own
+        rule (it starts with C(postgresql://) or C(postgres://), or holds C(=)). It is taken apart into the options
+        above and O(connect_params); a setting given both there and as an option must agree, or the task fails
+        naming it. Its password is never shown, and the string is never repeated in messages.
     type: str
     required: true
     aliases: [db, login_db]

@@ -45,11 +45,40 @@ class Timer:
         return budget - (self._clock() - self.started)
 
 
+def empty_options(argument_spec, params, prefix=''):
+    """Names of text options (str, path) given as empty or blank text where a value is needed.
+
+    Needed: the option is required, or its default is a non-empty text. Ansible's `required` only
+    asks for the key, so an unset inventory variable (`database: "{{ db | default('') }}"`) passes
+    it, and libpq, boto3 and friends then quietly fall back to something else. Options whose
+    default is empty or none may be given empty: there, empty means "not set". Suboptions are
+    checked the same way and named as `checks[0].name`.
+    """
+    found = []
+    for name, spec in (argument_spec or {}).items():
+        value = (params or {}).get(name)
+        default = spec.get('default')
+        if (spec.get('type', 'str') in ('str', 'path') and isinstance(value, str) and not value.strip()
+                and (spec.get('required') or (isinstance(default, str) and default.strip()))):
+            found.append(prefix + name)
+        if spec.get('options') and isinstance(value, (dict, list)):
+            items = [(name, value)] if isinstance(value, dict) else [
+                ('%s[%d]' % (name, index), item) for index, item in enumerate(value)]
+            for label, item in items:
+                if isinstance(item, dict):
+                    found.extend(empty_options(spec['options'], item, '%s%s.' % (prefix, label)))
+    return found
+
+
 def run(module, operation):
     """Run operation() and exit the module with its result, or fail clearly.
 
-    operation returns a dict of result fields (it must contain 'changed').
+    operation returns a dict of result fields (it must contain 'changed'). Options that must not
+    be empty (empty_options) are refused before anything is done.
     """
+    empty = empty_options(module.argument_spec, module.params)
+    if empty:
+        module.fail_json(msg='%s must not be empty' % ', '.join(empty), changed=False)
     timer = Timer()
     try:
         result = operation()

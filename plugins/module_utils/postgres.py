@@ -13,21 +13,28 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ctypes
 import os
+import re
+import signal
 import subprocess
 
 from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, hide
+from ansible_collections.hotelbot.ops.plugins.module_utils.masking import mask_text, secret_parts
 
 try:
     import psycopg
     from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
     HAS_PSYCOPG = True
     PSYCOPG_IMPORT_ERROR = None
 except ImportError as import_error:  # pragma: no cover - depends on the host
     HAS_PSYCOPG = False
     PSYCOPG_IMPORT_ERROR = import_error
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # Option name -> libpq environment variable.
 LIBPQ_ENV = dict(
@@ -72,8 +79,76 @@ def postgres_argument_spec():
     )
 
 
+# libpq takes a dbname that starts with a URI prefix or holds "=" as a whole connection string
+# (its expand_dbname rule); so does expand_database, so that both read the same thing.
+CONNINFO_URI = re.compile(r'^postgres(?:ql)?://', re.I)
+
+
+def is_conninfo(value):
+    """True when a database value is a connection string (URI or key=value DSN), by libpq's rule."""
+    return isinstance(value, str) and bool(CONNINFO_URI.match(value.strip()) or '=' in value)
+
+
+def expand_database(params):
+    """params with a connection string given as database (DATABASE_URL, a key=value DSN) taken apart:
+    database becomes the dbname, host/port/user/password/ssl* the options, the rest connect_params.
+
+    A setting given both in the string and as an option must agree (an option left at its default
+    does not count as given); otherwise OpsError naming the settings, never their values. The string
+    itself is never put in a message: it may hold a password.
+    """
+    value = params.get('database')
+    if not is_conninfo(value):
+        return params
+    try:
+        parts = conninfo_to_dict(value.strip())
+    except psycopg.Error:
+        raise OpsError('database looks like a connection string (a postgresql:// URI or key=value pairs) but libpq '
+                       'cannot parse it; it is not repeated here because it may hold a password')
+    dbname = parts.pop('dbname', None)
+    if not dbname or not dbname.strip():
+        raise OpsError('database is a connection string that names no database (the URI path or dbname=): libpq '
+                       'would fall back to the user name; add the database name to it')
+    defaults = dict((name, spec.get('default')) for name, spec in postgres_argument_spec().items())
+    expanded = dict(params, database=dbname, connect_params=dict(params.get('connect_params') or {}))
+    disagree = []
+    for key, setting in parts.items():
+        if key in LIBPQ_ENV:
+            given = params.get(key)
+            if given is None or given == '' or given == defaults.get(key):
+                expanded[key] = setting
+            elif str(given) != setting:
+                disagree.append(key)
+        else:
+            given = expanded['connect_params'].get(key)
+            if given is None:
+                expanded['connect_params'][key] = setting
+            elif str(given) != setting:
+                disagree.append('connect_params.%s' % key)
+    if disagree:
+        raise OpsError('database is a connection string whose %s disagree%s with the option%s of that name: give '
+                       'each setting in one place' % (', '.join(sorted(disagree)), 's' if len(disagree) == 1 else '',
+                                                      '' if len(disagree) == 1 else 's'))
+    return expanded
+
+
+def require_database(params, database=None):
+    """OpsError when the database to connect to is empty: libpq would silently use the database
+    named like the user (an unset inventory variable would back up `postgres`)."""
+    name = database if database is not None else params.get('database')
+    if name is None or not str(name).strip():
+        raise OpsError('database must not be empty: libpq would fall back to the database named like the user')
+
+
+def database_label(params, database=None):
+    """The database to name in a message: never a password, even if params were not expanded."""
+    return mask_text(str(database if database is not None else params.get('database')))
+
+
 def connection_settings(params, database=None):
     """{libpq keyword: value} from module params; database overrides params['database']."""
+    params = expand_database(params)
+    require_database(params, database)
     settings = {}
     for option in LIBPQ_ENV:
         value = database if option == 'database' and database is not None else params.get(option)
@@ -91,6 +166,8 @@ def libpq_env(params, database=None, base=None):
     connect_params without an environment variable cannot be passed this way; the
     caller gets OpsError naming them rather than having them silently dropped.
     """
+    params = expand_database(params)
+    require_database(params, database)
     env = dict(os.environ if base is None else base)
     for option, variable in LIBPQ_ENV.items():
         value = database if option == 'database' and database is not None else params.get(option)
@@ -131,6 +208,59 @@ def session_env(env, session_options):
     return env
 
 
+# A PostgreSQL memory setting: an integer with an optional unit (no unit = kB).
+SIZE = re.compile(r'^[0-9]{1,12}\s*(B|kB|MB|GB|TB)?$')
+
+
+def validate_size(value, option):
+    """value as a PostgreSQL memory size (64MB, 1GB, 65536 = kB), or OpsError naming option: it goes
+    into PGOPTIONS, which libpq splits at spaces, so anything else could carry other settings."""
+    text = str(value).strip()
+    if not SIZE.match(text):
+        raise OpsError('%s must be a PostgreSQL size such as 64MB, 1GB or a number of kB, got %r'
+                       % (option, str(value)[:40]))
+    return text.replace(' ', '')
+
+
+def free_connections(cursor):
+    """(connections a role without superuser can still open, how that was worked out)."""
+    cursor.execute("SELECT current_setting('max_connections')::int, "
+                   "current_setting('superuser_reserved_connections')::int, "
+                   "coalesce(current_setting('reserved_connections', true), '0')::int, "
+                   "(SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend')")
+    most, superuser, reserved, used = cursor.fetchone()
+    return max(0, most - superuser - reserved - used), dict(
+        max_connections=most, reserved_connections=superuser + reserved, in_use=used)
+
+
+def cap_jobs(option, jobs, free, facts, extra=1):
+    """(jobs, warning or None): jobs capped so jobs + extra connections fit in the free ones."""
+    most = max(1, free - extra)
+    if jobs <= most:
+        return jobs, None
+    return most, ('%s %d capped at %d: the server has %d free connections (max_connections %d, %d reserved, %d in use)'
+                  % (option, jobs, most, free, facts['max_connections'], facts['reserved_connections'],
+                     facts['in_use']))
+
+
+def preexec_die_with_parent():
+    """A preexec_fn that makes a client program die with the process that started it (Linux's
+    parent-death signal): a killed module must not leave pg_dump holding its connection and snapshot.
+    None where prctl is not available."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def die_with_parent():
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    return die_with_parent
+
+
 def program(bin_dir, name):
     return os.path.join(bin_dir, name) if bin_dir else name
 
@@ -159,11 +289,39 @@ def run_client(params, database, argv, step, session_options=None):
 
 
 def prepare_module(module):
-    """What every PostgreSQL module does first: psycopg present, libpq secrets kept out of output."""
+    """What every PostgreSQL module does first: psycopg present, libpq secrets kept out of output,
+    a connection string given as database taken apart (expand_database)."""
     require_psycopg(module)
-    # a password passed as a libpq parameter is as secret as the password option
-    extra = module.params.get('connect_params') or {}
-    hide(module, extra.get('password'), extra.get('sslpassword'))
+    # a password passed as a libpq parameter, or inside a connection string, is as secret as the
+    # password option: registered whatever its length, as Ansible does for no_log options
+    if is_conninfo(module.params.get('database')):
+        hide(module, module.params['database'], *secret_parts('database', module.params['database']))
+    try:
+        expanded = expand_database(module.params)
+    except OpsError as err:
+        module.fail_json(msg=err.msg)
+    extra = expanded.get('connect_params') or {}
+    for secret in (expanded.get('password'), extra.get('password'), extra.get('sslpassword')):
+        if secret:
+            module.no_log_values.add(str(secret))
+    module.params.update(expanded)
+
+
+def with_warnings(module, operation):
+    """operation, with the 'warnings' of its result (or of its OpsError) shown as Ansible warnings."""
+    def show(warnings):
+        for warning in warnings or []:
+            module.warn(warning)
+
+    def wrapped():
+        try:
+            result = operation()
+        except OpsError as err:
+            show(err.result.pop('warnings', None))
+            raise
+        show(result.pop('warnings', None))
+        return result
+    return wrapped
 
 
 def require_psycopg(module):
@@ -181,6 +339,7 @@ def first_line(err):
 def connect(params, database=None, autocommit=True, **settings_override):
     """A psycopg 3 connection, or OpsError with libpq's own reason (never the password).
     settings_override: more libpq keywords (options, client_encoding) over the params'."""
+    params = expand_database(params)
     settings = connection_settings(params, database)
     settings.update(settings_override)
     try:
@@ -191,7 +350,7 @@ def connect(params, database=None, autocommit=True, **settings_override):
         if password:
             reason = reason.replace(password, '********')
         raise OpsError('cannot connect to PostgreSQL database %r on %s:%s as %s: %s' % (
-            settings.get('dbname'), settings.get('host', 'local socket'), settings.get('port', 5432),
+            mask_text(settings.get('dbname')), settings.get('host', 'local socket'), settings.get('port', 5432),
             settings.get('user', 'the OS user'), reason))
 
 
@@ -203,3 +362,91 @@ def quote_ident(name):
 def identifier(*names):
     """psycopg's composable for a (possibly schema-qualified) identifier."""
     return sql.Identifier(*names)
+
+
+# --------------------------------------------------------------------------- table names
+
+# What PostgreSQL reads as one unquoted identifier: a letter or _, then letters, digits, _ and $.
+UNQUOTED_IDENTIFIER = re.compile(r'^[^\W\d][\w$]*$')
+
+
+def parse_table_name(name):
+    """(schema or None, table) from a name written the way SQL writes it.
+
+    Splits on the first dot outside double quotes. A part in double quotes is taken
+    literally ("" inside it is one "); a part without quotes is folded to lower case,
+    as PostgreSQL does. Raises ValueError for names that are not one or two identifiers.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError('empty table name')
+    parts = []
+    current = []
+    quoted_part = False
+    i = 0
+    text = name.strip()
+    in_quotes = False
+    while i < len(text):
+        char = text[i]
+        if in_quotes:
+            if char == '"':
+                if i + 1 < len(text) and text[i + 1] == '"':
+                    current.append('"')
+                    i += 2
+                    continue
+                in_quotes = False
+            else:
+                current.append(char)
+        elif char == '"':
+            if current:
+                raise ValueError('a quote inside an unquoted identifier in %r' % name)
+            in_quotes = True
+            quoted_part = True
+        elif char == '.':
+            parts.append(_finish_part(current, quoted_part, name))
+            current = []
+            quoted_part = False
+        else:
+            if quoted_part:
+                raise ValueError('text after a closing quote in %r (a dot must separate schema and table)' % name)
+            current.append(char)
+        i += 1
+    if in_quotes:
+        raise ValueError('unterminated quote in %r' % name)
+    parts.append(_finish_part(current, quoted_part, name))
+    if len(parts) > 2:
+        raise ValueError('%r has more than one unquoted dot; write it as schema.table and quote a name '
+                         'that contains a dot ("my.table")' % name)
+    if len(parts) == 1:
+        return None, parts[0]
+    return parts[0], parts[1]
+
+
+def _finish_part(chars, quoted, name):
+    part = ''.join(chars)
+    if quoted:
+        if part == '':
+            raise ValueError('empty quoted identifier in %r' % name)
+        return part
+    part = part.strip()
+    if not part:
+        raise ValueError('empty identifier in %r' % name)
+    if any(c.isspace() for c in part):
+        raise ValueError('%r contains spaces outside quotes; quote the identifier ("%s")' % (name, part))
+    if not UNQUOTED_IDENTIFIER.match(part):
+        bad = ''.join(sorted(set(c for c in part if not (c.isalnum() or c in '_$'))))
+        raise ValueError('%r is not an unquoted SQL name (%s); unquoted names are letters, digits, _ and $, '
+                         'not starting with a digit; quote a name that really has other characters ("%s")'
+                         % (name, repr(bad) if bad else 'it starts with a digit', part.replace('"', '""')))
+    return part.lower()
+
+
+def check_table_names(option, names, outcome):
+    """OpsError naming the option and the entry for the first name that is not schema.table SQL syntax.
+
+    Checked before connecting, so a typo (or a `;`) is named as input, not as a server error.
+    """
+    for name in names or []:
+        try:
+            parse_table_name(name)
+        except ValueError as err:
+            raise OpsError('%s: %s, %s' % (option, err, outcome))

@@ -18,8 +18,10 @@ description:
     desired/running counts and recent service events.
   - Optionally resolves a rollback O(target) exactly the way M(hotelbot.ops.ecs_release) would, shows one
     revision's container environment, and diffs the environment of two revisions.
-  - Values of environment variables whose names look secret (password, secret, token, key, ...)
-    and passwords inside URLs are masked, and are never shown in any output.
+  - Values of environment variables whose names look secret (password, secret, token, key, C(_PWD), C(_SK), ...)
+    are masked whole; inside other values, URL passwords (also C(redis://:PW@host)), secret-named URL, JDBC,
+    DSN and ADO.NET parameters, known token formats and webhook URLs are masked. The rule errs on the side
+    of hiding (C(KEYBOARD_LAYOUT) is masked too). Masked parts are never shown in any output, even at -vvvv.
   - Read only; runs the same in check mode.
 author:
   - hotelbot.ops maintainers (@hotelbot)

@@ -1,4 +1,6 @@
 """The shared PostgreSQL connection layer: settings for psycopg and for the client programs."""
+import json
+
 import pytest
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import postgres
@@ -59,3 +61,100 @@ def test_connection_options_put_the_callers_first(monkeypatch):
     assert postgres.connection_options(given, ours) == '-c work_mem=8MB -c max_parallel_maintenance_workers=0'
     monkeypatch.delenv('PGOPTIONS')
     assert postgres.connection_options({}, {}) == ''
+
+
+# ---------------------------------------------------------------- a connection string as database (issue 11, item 3)
+
+URI = 'postgresql://bot:Uri%40pw-51@127.0.0.1:9/hotel_voice_bot?sslmode=disable&application_name=ops'
+DSN = "host=127.0.0.1 port=9 user=bot password='Dsn pw-52' dbname=hotel_voice_bot"
+BARE = dict(host=None, port=None, user=None, password=None, database=None, sslmode=None, sslrootcert=None,
+            passfile=None, connect_timeout=10, connect_params={})
+
+
+def test_a_uri_as_database_is_taken_apart():
+    expanded = postgres.expand_database(dict(BARE, database=URI))
+    assert expanded['database'] == 'hotel_voice_bot' and expanded['password'] == 'Uri@pw-51'
+    assert (expanded['host'], expanded['port'], expanded['user'], expanded['sslmode']) == ('127.0.0.1', '9', 'bot', 'disable')
+    assert expanded['connect_params'] == {'application_name': 'ops'}
+    env = postgres.libpq_env(dict(BARE, database=URI), base={})
+    assert env['PGDATABASE'] == 'hotel_voice_bot' and env['PGPASSWORD'] == 'Uri@pw-51' and env['PGAPPNAME'] == 'ops'
+    assert postgres.connection_settings(dict(BARE, database=DSN))['password'] == 'Dsn pw-52'
+
+
+def test_a_plain_database_name_is_left_alone():
+    assert postgres.expand_database(PARAMS) is PARAMS
+
+
+@pytest.mark.parametrize('overrides, names', [
+    (dict(password='other-pw'), 'password disagrees'),
+    (dict(host='db.example', user='alice'), 'host, user disagree'),
+    (dict(connect_params={'application_name': 'x'}), 'connect_params.application_name disagrees'),
+])
+def test_an_option_that_disagrees_with_the_string_is_refused_without_values(overrides, names):
+    with pytest.raises(OpsError, match=names) as err:
+        postgres.expand_database(dict(BARE, database=URI, **overrides))
+    assert 'Uri' not in err.value.msg and 'other-pw' not in err.value.msg and '127.0.0.1' not in err.value.msg
+
+
+def test_an_option_that_agrees_or_is_at_its_default_is_fine():
+    agreed = postgres.expand_database(dict(BARE, database=URI, user='bot', port=9, connect_timeout=10))
+    assert agreed['user'] == 'bot' and agreed['password'] == 'Uri@pw-51'
+    assert postgres.expand_database(dict(BARE, database=URI + '&connect_timeout=3'))['connect_timeout'] == '3'
+
+
+@pytest.mark.parametrize('database, says', [
+    ('postgresql://bot:Nodb-pw-53@db', 'names no database'),
+    ("host=db password='Bad-pw-54 oops=", 'cannot parse it'),
+])
+def test_an_unusable_string_is_refused_without_repeating_it(database, says):
+    with pytest.raises(OpsError, match=says) as err:
+        postgres.expand_database(dict(BARE, database=database))
+    assert 'pw-5' not in err.value.msg and 'bot' not in err.value.msg and 'oops' not in err.value.msg
+
+
+def test_database_label_never_shows_a_password():
+    assert postgres.database_label(dict(BARE, database=URI)) == (
+        'postgresql://bot:********@127.0.0.1:9/hotel_voice_bot?sslmode=disable&application_name=ops')
+    assert 'Dsn' not in postgres.database_label(dict(BARE, database=DSN))
+    assert postgres.database_label(PARAMS) == 'hotel_voice_bot'
+
+
+@pytest.mark.parametrize('database', ['', '   ', None])
+def test_an_empty_database_is_never_left_to_libpq(database):
+    """libpq falls back to the database named like the user: refused where the settings are made."""
+    with pytest.raises(OpsError, match='database must not be empty'):
+        postgres.connection_settings(dict(PARAMS, database=database))
+    with pytest.raises(OpsError, match='database must not be empty'):
+        postgres.libpq_env(dict(PARAMS, database=database), base={})
+    with pytest.raises(OpsError, match='database must not be empty'):
+        postgres.connection_settings(PARAMS, database='')
+
+
+MODULE_ARGS = dict(
+    pg_backup=dict(dest='/nonexistent/backups'),
+    pg_check=dict(),
+    release_lock=dict(name='ecs/c/s', owner='alice@ci/1'),
+    pg_restore=dict(src='/nonexistent/x.dump', confirm=True),
+)
+
+
+@pytest.mark.parametrize('name', sorted(MODULE_ARGS))
+@pytest.mark.parametrize('database, secrets', [(URI, ('Uri%40pw-51', 'Uri@pw-51')), (DSN, ('Dsn pw-52',))])
+def test_no_module_message_or_output_holds_the_password(name, database, secrets, capsys):
+    """Each PostgreSQL module, run for real against a closed port: what it prints (msg, invocation,
+    everything) holds no password, and the message names the database by its name."""
+    from tests.unit.test_empty_options import run_module
+    result = run_module(name, dict(MODULE_ARGS[name], database=database, connect_timeout=2), capsys)
+    printed = json.dumps(result)
+    assert result['failed'] is True
+    assert [s for s in secrets if s in printed] == []
+    assert database not in printed
+    if name != 'pg_restore':   # pg_restore refuses the missing file before connecting
+        assert "database 'hotel_voice_bot' on 127.0.0.1:9 as bot" in result['msg'], result['msg']
+
+
+def test_a_short_password_in_the_string_is_registered_too(capsys):
+    from tests.unit.test_empty_options import run_module
+    result = run_module('pg_check', dict(database='postgresql://bot:pw@127.0.0.1:9/hotel', connect_timeout=2), capsys)
+    assert result['invocation']['module_args']['password'] != 'pw'
+    assert result['invocation']['module_args']['database'] == 'hotel'
