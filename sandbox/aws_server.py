@@ -16,7 +16,9 @@ import signal
 import socket
 import sys
 import threading
+import time
 import urllib.parse
+import uuid
 from io import BytesIO
 from typing import Any, Callable, Iterable
 
@@ -129,9 +131,53 @@ class CallCounter:
         return f"{service}:{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
 
 
-def control_app(aws: Switchable, counter: CallCounter) -> Callable:
+class Faults:
+    """WSGI middleware: for a while, answer every AWS call with an HTTP error instead of
+    passing it to moto, in the body format of the call's protocol (ECS: JSON
+    {"__type", "message"}; ELBv2: the query protocol's XML ErrorResponse)."""
+
+    CODES = {500: "ServerException", 503: "ServiceUnavailableException", 400: "ThrottlingException"}
+
+    def __init__(self, app: Callable) -> None:
+        self.app = app
+        self.until = 0.0
+        self.status = 500
+        self.injected = 0   # calls answered with an injected error since the last errors_for()
+
+    def errors_for(self, seconds: float, status: int) -> dict[str, Any]:
+        if seconds < 0 or status not in self.CODES:
+            raise ValueError(f"seconds must be >= 0 and status one of {sorted(self.CODES)}")
+        described = self.describe()   # what the previous fault did
+        self.until, self.status, self.injected = time.monotonic() + seconds, status, 0
+        return described
+
+    def describe(self) -> dict[str, Any]:
+        return {"status": self.status, "seconds_left": round(max(0.0, self.until - time.monotonic()), 3),
+                "injected": self.injected}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+        if time.monotonic() >= self.until:
+            return self.app(environ, start_response)
+        self.injected += 1
+        code = self.CODES[self.status]
+        message = "Rate exceeded" if self.status == 400 else "injected by the sandbox"
+        if environ.get("HTTP_X_AMZ_TARGET"):
+            body, ctype = json.dumps({"__type": code, "message": message}).encode(), "application/x-amz-json-1.1"
+        else:
+            body = (f'<ErrorResponse><Error><Type>Receiver</Type><Code>{code}</Code><Message>{message}</Message>'
+                    f"</Error><RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
+            ctype = "text/xml"
+        start_response(f"{self.status} {'Bad Request' if self.status == 400 else 'Server Error'}",
+                       [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+def control_app(aws: Switchable, counter: CallCounter, faults: Faults) -> Callable:
     def reply(status: int, body: Any) -> Response:
         return Response(json.dumps(body, default=str), status=status, mimetype="application/json")
+
+    def settings() -> dict[str, float]:
+        return {"deploy_seconds": ecs_double.SETTINGS.deploy_seconds, "drain_seconds": ecs_double.SETTINGS.drain_seconds}
 
     @Request.application
     def app(request: Request) -> Response:
@@ -149,14 +195,21 @@ def control_app(aws: Switchable, counter: CallCounter) -> Callable:
                 return reply(200, body)
             if route == ("POST", "/sandbox/config"):
                 data = request.get_json(force=True, silent=True) or {}
-                if "deploy_seconds" in data:
-                    value = float(data["deploy_seconds"])
-                    if value < 0:
-                        return reply(400, {"error": "deploy_seconds must be >= 0"})
-                    ecs_double.SETTINGS.deploy_seconds = value
-                return reply(200, {"deploy_seconds": ecs_double.SETTINGS.deploy_seconds})
+                for name in ("deploy_seconds", "drain_seconds"):
+                    if name in data:
+                        value = float(data[name])
+                        if value < 0:
+                            return reply(400, {"error": f"{name} must be >= 0"})
+                        setattr(ecs_double.SETTINGS, name, value)
+                return reply(200, settings())
             if route == ("GET", "/sandbox/config"):
-                return reply(200, {"deploy_seconds": ecs_double.SETTINGS.deploy_seconds})
+                return reply(200, settings())
+            if route == ("POST", "/sandbox/aws/errors"):
+                # {"seconds": 3, "status": 500|503|400}: every AWS call fails so for that long (0 ends it)
+                data = request.get_json(force=True, silent=True) or {}
+                return reply(200, faults.errors_for(float(data.get("seconds", 0)), int(data.get("status", 500))))
+            if route == ("GET", "/sandbox/aws/errors"):
+                return reply(200, faults.describe())
             if route == ("GET", "/sandbox/calls"):
                 with counter.lock:
                     return reply(200, dict(counter.counts))
@@ -201,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     from moto.server import DomainDispatcherApplication, create_backend_app
 
     ecs_double.install()
-    counter = CallCounter(DomainDispatcherApplication(create_backend_app))
+    faults = Faults(DomainDispatcherApplication(create_backend_app))
+    counter = CallCounter(faults)   # calls answered with an injected error count too
     aws = Switchable(args.port, counter)
     aws.up()
     _warm_up(args.port)
@@ -209,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     threading.Thread(target=ecs_double.run_controller, args=(stop,), daemon=True).start()
 
-    control = _Server("127.0.0.1", args.control_port, control_app(aws, counter))
+    control = _Server("127.0.0.1", args.control_port, control_app(aws, counter, faults))
 
     def on_term(signum: int, frame: Any) -> None:
         stop.set()

@@ -8,8 +8,13 @@ in DescribeServices (deployments, rolloutState, counts, events, circuit breaker)
 Simplifications against real ECS (the fields and messages are the real ones):
 - no Task objects are created for services (ListTasks stays empty); task ids in event
   messages are made up;
-- counts move linearly over `deploy_seconds`; new tasks start first, old ones drain
-  as the new ones come up (as with minimumHealthyPercent 100 / maximumPercent 200);
+- counts move linearly over `deploy_seconds`; new tasks start first (as with
+  minimumHealthyPercent 100 / maximumPercent 200); once they all run the new deployment
+  is COMPLETED, as in ECS, while the old (ACTIVE) deployment is still listed and its
+  tasks drain over `drain_seconds` (ECS: load balancer deregistration, then stop); only
+  then does it disappear and the service reach a steady state;
+- a desiredCount above ECS's 5000 tasks per service is refused (InvalidParameterException;
+  the message is ours): the double would otherwise try to start them;
 - an image is "broken" when its tag contains "-crash": its tasks never start;
 - cluster runningTasksCount/pendingTasksCount are the sums over the services only.
 """
@@ -26,13 +31,14 @@ from typing import Any
 from moto.core.utils import utcnow
 from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
-from moto.ecs.exceptions import EcsClientException, TaskDefinitionNotFoundException
+from moto.ecs.exceptions import EcsClientException, InvalidParameterException, TaskDefinitionNotFoundException
 
 # One lock around every moto request and every controller tick: moto's models are
 # plain Python objects and the controller mutates the same lists the serializer reads.
 LOCK = threading.RLock()
 TICK_SECONDS = 0.05
 CRASH_MARK = "-crash"
+MAX_TASKS_PER_SERVICE = 5000  # ECS service quota "Tasks per service"
 DEFAULT_DEPLOYMENT_CONFIGURATION = {
     "deploymentCircuitBreaker": {"enable": False, "rollback": False},
     "maximumPercent": 200,
@@ -43,6 +49,9 @@ DEFAULT_DEPLOYMENT_CONFIGURATION = {
 @dataclass
 class Settings:
     deploy_seconds: float = 2.0
+    # Short, so every sandbox rollout shows COMPLETED beside a draining old deployment
+    # without making the tests slow (ECS: the target group's deregistration delay, 300 s).
+    drain_seconds: float = 0.5
 
 
 SETTINGS = Settings()
@@ -76,10 +85,11 @@ def _svc_meta(service: Any) -> _Service:
     return _services.setdefault(service.arn, _Service())
 
 
-def _progress(start: float, now: float) -> float:
-    if SETTINGS.deploy_seconds <= 0:
+def _progress(start: float, now: float, seconds: float | None = None) -> float:
+    seconds = SETTINGS.deploy_seconds if seconds is None else seconds
+    if seconds <= 0:
         return 1.0
-    return min(1.0, max(0.0, (now - start) / SETTINGS.deploy_seconds))
+    return min(1.0, max(0.0, (now - start) / seconds))
 
 
 def _deployment_id() -> str:
@@ -182,6 +192,8 @@ def update_service(self: Any, service_properties: dict[str, Any]) -> Any:
     td_str = props.pop("task_definition", None)
     desired = props.pop("desired_count", None)
     force = props.pop("force_new_deployment", False)
+    if desired is not None and not 0 <= desired <= MAX_TASKS_PER_SERVICE:
+        raise InvalidParameterException(f"desiredCount must be between 0 and {MAX_TASKS_PER_SERVICE} (tasks per service).")
     with LOCK:
         service = self._get_service(cluster_str, service_name)
         td_arn = None
@@ -309,18 +321,40 @@ def _name(service: Any) -> str:
     return f"(service {service.name})"
 
 
-def _complete(service: Any, primary: dict[str, Any], meta: _Service) -> None:
-    stopped = sum(meta.deployments[d["id"]].drain_from for d in service.deployments[1:] if d["id"] in meta.deployments)
-    if stopped:
-        _event(service, f"{_name(service)} has stopped {stopped} running tasks: {_task_ids(stopped)}.")
-    for dep in service.deployments[1:]:
-        meta.deployments.pop(dep["id"], None)
-    del service.deployments[1:]
+def _complete(service: Any, primary: dict[str, Any], meta: _Service, now: float) -> None:
+    """The new tasks all run: the deployment is COMPLETED and the old ones start draining."""
     primary["rolloutState"] = "COMPLETED"
     primary["rolloutStateReason"] = f"ECS deployment {primary['id']} completed."
     primary["updatedAt"] = utcnow()
     meta.last_completed = (primary["taskDefinition"], primary["id"])
     _event(service, f"{_name(service)} (deployment {primary['id']}) deployment completed.")
+    draining = 0
+    for dep in service.deployments[1:]:
+        om = meta.deployments.setdefault(dep["id"], _Deployment(started=now, crash=False))
+        om.drain_from, om.drain_start = dep["runningCount"], now
+        draining += dep["runningCount"]
+    if draining:
+        _event(service, f"{_name(service)} has begun draining connections on {draining} tasks.")
+    _step_drain(service, meta, now)
+
+
+def _step_drain(service: Any, meta: _Service, now: float) -> None:
+    """Old deployments' tasks stop over drain_seconds; then they go and the service is steady."""
+    stopped, running = 0, 0
+    for old in service.deployments[1:]:
+        om = meta.deployments.get(old["id"])
+        left = round(om.drain_from * (1 - _progress(om.drain_start, now, SETTINGS.drain_seconds))) if om else 0
+        _set_counts(old, left, 0)
+        old["desiredCount"] = left
+        running += left
+        stopped += om.drain_from if om else 0
+    if running:
+        return
+    for dep in service.deployments[1:]:
+        meta.deployments.pop(dep["id"], None)
+    del service.deployments[1:]
+    if stopped:
+        _event(service, f"{_name(service)} has stopped {stopped} running tasks: {_task_ids(stopped)}.")
     _event(service, f"{_name(service)} has reached a steady state.")
 
 
@@ -346,15 +380,9 @@ def _step_rollout(service: Any, primary: dict[str, Any], dm: _Deployment, meta: 
         if target > dm.ramp_from:
             _event(service, f"{_name(service)} has started {target - dm.ramp_from} tasks: {_task_ids(target - dm.ramp_from)}.")
     _set_counts(primary, running, max(0, target - running))
-    drained = True
-    for old in service.deployments[1:]:
-        om = meta.deployments.get(old["id"])
-        left = round(om.drain_from * (1 - _progress(om.drain_start, now))) if om else 0
-        _set_counts(old, left, 0)
-        old["desiredCount"] = left
-        drained = drained and left == 0
-    if ramp >= 1 and drained:
-        _complete(service, primary, meta)
+    # Old deployments keep their tasks until the new ones all run (maximumPercent 200).
+    if ramp >= 1:
+        _complete(service, primary, meta, now)
 
 
 def _step_crash(backend: Any, service: Any, primary: dict[str, Any], dm: _Deployment, meta: _Service, now: float) -> None:
@@ -414,6 +442,8 @@ def _step(backend: Any, service: Any, now: float) -> None:
             _step_crash(backend, service, primary, dm, meta, now)
         else:
             _step_rollout(service, primary, dm, meta, now)
+    elif state == "COMPLETED" and len(service.deployments) > 1:
+        _step_drain(service, meta, now)
     elif state == "COMPLETED":
         _step_scale(service, primary, dm, now)
     _sync_counts(service)

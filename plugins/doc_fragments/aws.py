@@ -21,6 +21,9 @@ options:
   endpoint_url:
     description:
       - Talk to this endpoint instead of the public AWS one (a VPC endpoint, a proxy, or the local sandbox).
+      - An V(http://) or V(https://) URL with a host and, if given, a port from 1 to 65535; anything else is
+        refused before any call. An endpoint that answers, but not as AWS does (for example with an HTML page),
+        is reported as such, naming the URL.
       - Falls back to the E(AWS_ENDPOINT_URL) environment variable.
     type: str
     aliases: [aws_endpoint_url]
@@ -53,15 +56,16 @@ options:
     description:
       - How many times one API call is tried, counting the first. Throttling, 5xx answers and
         connection errors are retried with botocore's C(standard) backoff; anything still failing
-        after the last attempt fails the task with a plain message.
+        after the last attempt fails the task with a plain message (a module's wait may poll on, see its own
+        options).
     type: int
     default: 5
   connect_timeout:
-    description: Seconds to wait for a connection to the AWS endpoint.
+    description: Seconds to wait for a connection to the AWS endpoint (more than 0).
     type: float
     default: 5.0
   read_timeout:
-    description: Seconds to wait for an answer from the AWS endpoint.
+    description: Seconds to wait for an answer from the AWS endpoint (more than 0).
     type: float
     default: 30.0
 requirements:

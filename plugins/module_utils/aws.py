@@ -7,12 +7,16 @@ Credentials follow the SDK's normal chain (env, profile, instance role) unless g
 explicitly. Only botocore is used: boto3 adds nothing the modules need, and importing
 it (s3transfer and friends) costs ~0.2 s on every module run. Throttling, 5xx and connection errors are retried by botocore's
 "standard" retry mode with backoff; what is left after the retries is turned into
-one plain OpsError message.
+one plain AwsError message, which says whether it was transient (a wait may try again).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import re
+import types
+from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
@@ -21,6 +25,8 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsErro
 try:
     import botocore.config
     import botocore.exceptions
+    import botocore.parsers
+    import botocore.retries.standard
     import botocore.session
     HAS_BOTOCORE = True
     BOTOCORE_IMPORT_ERROR = None
@@ -29,6 +35,23 @@ except ImportError as import_error:  # pragma: no cover - depends on the host
     BOTOCORE_IMPORT_ERROR = import_error
 
 USER_AGENT = 'hotelbot.ops/0.1'
+ENDPOINT_SCHEMES = ('http', 'https')
+# Longer bodies of a non-AWS answer are cut in messages (an HTML page is not a message).
+SHOWN_BODY_CHARS = 120
+_USERINFO = re.compile(r'^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@]*@', re.I)
+
+
+class AwsError(OpsError):
+    """An AWS call that still failed after botocore's retries.
+
+    transient: botocore's standard retry mode would retry it (5xx, throttling, connection
+    errors, timeouts), so trying again later may succeed; an access or validation error
+    will not. Not a result field: it only tells a wait whether to poll on.
+    """
+
+    def __init__(self, msg, transient=False, changed=False, **result):
+        super(AwsError, self).__init__(msg, changed=changed, **result)
+        self.transient = transient
 
 
 def aws_argument_spec():
@@ -52,6 +75,29 @@ def aws_argument_spec():
     )
 
 
+def shown_url(url):
+    """url without user:password@ (never printed), also when it does not parse."""
+    return _USERINFO.sub(lambda m: m.group('scheme'), url)
+
+
+def check_endpoint_url(url):
+    """Refuse an endpoint_url botocore would only trip over at the first call."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        port = parts.port   # raises ValueError when out of range or not a number
+    except ValueError as err:
+        raise OpsError('endpoint_url %r is not a valid URL: %s' % (shown_url(url), err))
+    shown = shown_url(url)
+    if parts.scheme not in ENDPOINT_SCHEMES:
+        raise OpsError('endpoint_url %r must start with http:// or https://' % shown)
+    if not parts.hostname:
+        raise OpsError('endpoint_url %r has no host' % shown)
+    if port == 0:
+        raise OpsError('endpoint_url %r: port 0 is not a port to connect to (1-65535)' % shown)
+
+
 def client(module, service):
     """A botocore client for service, configured from the module's AWS options."""
     if not HAS_BOTOCORE:
@@ -60,6 +106,10 @@ def client(module, service):
     params = module.params
     if params['max_attempts'] < 1:
         raise OpsError('max_attempts must be at least 1, got %d' % params['max_attempts'])
+    for option in ('connect_timeout', 'read_timeout'):
+        if params[option] <= 0:
+            raise OpsError('%s must be more than 0 seconds, got %s' % (option, params[option]))
+    check_endpoint_url(params['endpoint_url'])
     try:
         session = botocore.session.Session(profile=params['profile'])
         config = botocore.config.Config(
@@ -78,16 +128,50 @@ def client(module, service):
     except botocore.exceptions.NoRegionError:
         raise OpsError('no AWS region: set region (or AWS_REGION) for %s' % service)
     except ValueError as err:
-        # e.g. a malformed endpoint_url
-        raise OpsError('cannot build the %s client: %s' % (service, err))
+        # what check_endpoint_url does not know botocore refuses (e.g. a host name it rejects)
+        raise OpsError('endpoint_url: cannot build the %s client: %s' % (service, err))
 
 
-def error_message(err, doing):
+def endpoint_of(aws_client):
+    """The URL a client talks to, for messages (stand-ins without botocore's meta: None)."""
+    meta = getattr(aws_client, 'meta', None)
+    url = getattr(meta, 'endpoint_url', None)
+    return shown_url(url) if url else None
+
+
+def not_aws_message(endpoint, service, doing, detail):
+    """What to say when the endpoint answered, but not the way AWS does."""
+    return 'the endpoint %s did not answer as AWS %s does (%s: %s); check endpoint_url' % (
+        endpoint or '(default)', service, doing, detail)
+
+
+def _one_line(text):
+    text = ' '.join(str(text).split())
+    return text if len(text) <= SHOWN_BODY_CHARS else text[:SHOWN_BODY_CHARS] + '...'
+
+
+def _not_an_aws_error(err):
+    """A ClientError botocore made up from an HTTP status because the body held no AWS
+    error (botocore then uses the status as the code): an HTML page, a proxy's answer."""
+    error = err.response.get('Error', {})
+    status = err.response.get('ResponseMetadata', {}).get('HTTPStatusCode')
+    return str(error.get('Code', '')) == str(status)
+
+
+def error_message(err, doing, endpoint=None, service='ECS'):
     """One line saying what failed while doing something, without secrets."""
     if HAS_BOTOCORE:
         if isinstance(err, botocore.exceptions.ClientError):
             error = err.response.get('Error', {})
-            return '%s failed: %s: %s' % (doing, error.get('Code', 'Error'), error.get('Message', ''))
+            status = err.response.get('ResponseMetadata', {}).get('HTTPStatusCode')
+            if _not_an_aws_error(err):
+                body = str(error.get('Message', ''))
+                answer = 'HTTP %s, %s' % (status, 'an HTML page' if body.lstrip().startswith('<') else
+                                          'not an AWS error: %s' % _one_line(body))
+                if status and status < 500:
+                    return not_aws_message(endpoint, service, doing, answer)
+                return '%s failed: %s from %s' % (doing, answer, endpoint or 'the AWS endpoint')
+            return '%s failed: %s: %s' % (doing, error.get('Code', 'Error'), _one_line(error.get('Message', '')))
         if isinstance(err, (botocore.exceptions.EndpointConnectionError,
                             botocore.exceptions.ConnectTimeoutError)):
             return '%s failed: AWS endpoint unreachable (%s) after retries' % (doing, err)
@@ -95,6 +179,8 @@ def error_message(err, doing):
             return '%s failed: AWS endpoint did not answer in time (%s)' % (doing, err)
         if isinstance(err, botocore.exceptions.NoCredentialsError):
             return '%s failed: no AWS credentials found (set access_key/secret_key, profile, or the AWS_* environment)' % doing
+        if isinstance(err, botocore.parsers.ResponseParserError):
+            return not_aws_message(endpoint, service, doing, 'unreadable answer: %s' % _one_line(err))
     return '%s failed: %s' % (doing, err)
 
 
@@ -105,8 +191,38 @@ def error_code(err):
     return None
 
 
+# Whether an error is transient is botocore's standard retry mode's call (its transient,
+# throttling and 429 checks; the modeled ones need the operation's model, which an
+# exception no longer has), so a wait retries what a single call retries.
+_RETRYABLE = botocore.retries.standard.OrRetryChecker([
+    botocore.retries.standard.TransientRetryableChecker(),
+    botocore.retries.standard.ThrottledRetryableChecker(),
+    botocore.retries.standard.ThrottlingStatusCodeChecker(),
+]) if HAS_BOTOCORE else None
+
+
+def is_transient(err):
+    """True for what botocore's standard mode retries: 5xx, throttling, connection errors, timeouts."""
+    if not HAS_BOTOCORE:
+        return False
+    if isinstance(err, botocore.exceptions.ClientError):
+        status = err.response.get('ResponseMetadata', {}).get('HTTPStatusCode')
+        context = botocore.retries.standard.RetryContext(
+            attempt_number=1, parsed_response=err.response, http_response=types.SimpleNamespace(status_code=status))
+    elif isinstance(err, botocore.exceptions.BotoCoreError):
+        context = botocore.retries.standard.RetryContext(attempt_number=1, caught_exception=err)
+    else:   # e.g. an unparseable answer: asking again gets the same one
+        return False
+    return _RETRYABLE.is_retryable(context)
+
+
+def aws_error(err, doing, endpoint=None, service='ECS'):
+    """The AwsError for a botocore exception raised while doing something."""
+    return AwsError(error_message(err, doing, endpoint=endpoint, service=service), transient=is_transient(err))
+
+
 def aws_errors():
     """The exception classes an AWS call can raise that we turn into OpsError."""
     if not HAS_BOTOCORE:
         return ()
-    return (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+    return (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, botocore.parsers.ResponseParserError)

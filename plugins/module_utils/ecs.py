@@ -28,12 +28,18 @@ import re
 import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
+# MASK and is_secret_name are re-exported: callers of ecs.py show and test environments with them.
+from ansible_collections.hotelbot.ops.plugins.module_utils.masking import (  # pylint: disable=unused-import
+    MASK, is_secret_name, mask_value, secret_parts)
 from ansible_collections.hotelbot.ops.plugins.module_utils.aws import (
+    AwsError,
     aws_argument_spec,
+    aws_error,
     aws_errors,
     client,
+    endpoint_of,
     error_code,
-    error_message,
+    not_aws_message,
 )
 
 TAG_LAST_STABLE = 'hotelbot.ops/last-stable'
@@ -41,13 +47,15 @@ TAG_ROLLBACK = 'hotelbot.ops/rollback'
 TAG_DESIRED_BEFORE = 'hotelbot.ops/desired-count-before-scale'
 TAG_STABLE_ON_REVISION = 'hotelbot.ops/stable'
 
-MASK = '********'
-# Environment variable names whose values are treated as secrets.
-SECRET_NAME = re.compile(r'pass|secret|token|key|credential|private|dsn|auth|cookie|session', re.I)
-# user:password@ inside a URL-looking value (DATABASE_URL and friends).
-URL_PASSWORD = re.compile(r'(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<password>[^@\s]+)(?P<tail>@)', re.I)
 TD_ARN = re.compile(r'^arn:aws[a-z-]*:ecs:[^:]*:[0-9]*:task-definition/(?P<family>[^:]+):(?P<revision>[0-9]+)$')
 SYMBOLIC_TARGETS = ('current', 'previous', 'last_stable')
+# ECS's quota of tasks per service (Amazon ECS service quotas, "Tasks per service"); a count
+# above it is a typo, and the sandbox's double would try to start that many tasks.
+MAX_DESIRED_COUNT = 5000
+# How long DescribeServices may keep failing transiently (5xx, throttling, connection
+# errors, timeouts) during a wait before the wait gives up, by default. ECS's own API
+# blips last seconds; an endpoint still down after two minutes needs a person.
+DEFAULT_WAIT_OUTAGE_GRACE = 120
 # What RegisterTaskDefinition accepts of a described task definition (tags come from
 # DescribeTaskDefinition's include=['TAGS']); the rest (arn, revision, status,
 # requiresAttributes, compatibilities, registered*/deregisteredAt) is read only.
@@ -106,21 +114,31 @@ class EcsService:
         self.client = client
         self.cluster = cluster
         self.service = service
+        self.endpoint = endpoint_of(client)
 
-    def _call(self, doing, method, **kwargs):
+    def _call(self, doing, method, expect=(), **kwargs):
+        """The answer of one ECS call; expect: keys of which an ECS answer has at least one.
+
+        An answer without them (an HTML page answered 200, an empty body) did not come
+        from ECS: saying "not found" about it would send the operator the wrong way.
+        """
         try:
-            return getattr(self.client, method)(**kwargs)
+            answer = getattr(self.client, method)(**kwargs)
         except aws_errors() as err:
             code = error_code(err)
             if code == 'ClusterNotFoundException':
                 raise OpsError('ECS cluster %r not found' % self.cluster)
             if code == 'ServiceNotFoundException':
                 raise OpsError('ECS service %r not found in cluster %r' % (self.service, self.cluster))
-            raise OpsError(error_message(err, doing))
+            raise aws_error(err, doing, endpoint=self.endpoint)
+        if expect and not (isinstance(answer, dict) and any(key in answer for key in expect)):
+            raise AwsError(not_aws_message(self.endpoint, 'ECS', doing, 'the answer has no %s'
+                                           % ' or '.join(expect)))
+        return answer
 
     def describe(self):
         """The service (with tags). Fails clearly when it does not exist or is gone."""
-        answer = self._call('DescribeServices for %s' % self.service, 'describe_services',
+        answer = self._call('DescribeServices for %s' % self.service, 'describe_services', expect=('services', 'failures'),
                             cluster=self.cluster, services=[self.service], include=['TAGS'])
         services = answer.get('services') or []
         if not services:
@@ -146,7 +164,8 @@ class EcsService:
                 kwargs = dict(familyPrefix=family, status=status, sort='DESC')
                 if token:
                     kwargs['nextToken'] = token
-                page = self._call('ListTaskDefinitions for %s' % family, 'list_task_definitions', **kwargs)
+                page = self._call('ListTaskDefinitions for %s' % family, 'list_task_definitions',
+                                  expect=('taskDefinitionArns',), **kwargs)
                 for arn in page.get('taskDefinitionArns', []):
                     fam, rev = parse_task_definition(arn)
                     if fam == family and rev is not None:
@@ -157,22 +176,23 @@ class EcsService:
         return [found[rev] for rev in sorted(found, reverse=True)]
 
     def task_definition(self, arn):
-        answer = self._call('DescribeTaskDefinition %s' % arn, 'describe_task_definition', taskDefinition=arn)
+        answer = self._call('DescribeTaskDefinition %s' % arn, 'describe_task_definition', expect=('taskDefinition',),
+                            taskDefinition=arn)
         return answer['taskDefinition']
 
     def task_definition_and_tags(self, arn):
         """(task definition, its tags as [{key, value}])."""
-        answer = self._call('DescribeTaskDefinition %s' % arn, 'describe_task_definition',
+        answer = self._call('DescribeTaskDefinition %s' % arn, 'describe_task_definition', expect=('taskDefinition',),
                             taskDefinition=arn, include=['TAGS'])
         return answer['taskDefinition'], answer.get('tags') or []
 
     def register(self, request):
         answer = self._call('RegisterTaskDefinition for %s' % request.get('family'), 'register_task_definition',
-                            **request)
+                            expect=('taskDefinition',), **request)
         return answer['taskDefinition']
 
     def update(self, **kwargs):
-        answer = self._call('UpdateService %s' % self.service, 'update_service',
+        answer = self._call('UpdateService %s' % self.service, 'update_service', expect=('service',),
                             cluster=self.cluster, service=self.service, **kwargs)
         return answer['service']
 
@@ -308,30 +328,13 @@ def _check_deployable(entry, family):
 
 # --------------------------------------------------------------------------- environment
 
-def is_secret_name(name):
-    return bool(SECRET_NAME.search(name or ''))
-
-
-def mask_value(name, value):
-    if is_secret_name(name):
-        return MASK
-    if isinstance(value, str):
-        return URL_PASSWORD.sub(lambda m: m.group('head') + MASK + m.group('tail'), value)
-    return value
-
-
 def secret_values(task_definition):
-    """Values that must never be printed: secret-named env values and URL passwords."""
+    """Values that must never be printed, to register as no_log: secret-named environment values
+    and the secrets inside any value (URL passwords, secret-named parameters; see masking.py)."""
     found = []
     for container in task_definition.get('containerDefinitions', []):
         for item in container.get('environment') or []:
-            value = item.get('value')
-            if not value:
-                continue
-            if is_secret_name(item.get('name')):
-                found.append(value)
-            for match in URL_PASSWORD.finditer(value):
-                found.append(match.group('password'))
+            found.extend(secret_parts(item.get('name'), item.get('value')))
     return found
 
 
@@ -480,6 +483,8 @@ def image_plan(ecs, svc, family, current, base, revisions, image, container=None
 def release_info(ecs, target=None, environment_of=None, diff_from=None, diff_to=None,
                  events_limit=10, hide=lambda *values: None):
     """Everything an operator needs before touching the service (read only)."""
+    if events_limit < 0:
+        raise OpsError('events_limit must be 0 or more, got %d' % events_limit)
     svc = ecs.describe()
     family, current = parse_task_definition(svc['taskDefinition'])
     revisions = ecs.revisions(family)
@@ -528,31 +533,56 @@ def release_info(ecs, target=None, environment_of=None, diff_from=None, diff_to=
 # --------------------------------------------------------------------------- release
 
 class Waiter:
-    """Polls DescribeServices with backoff (fast first, gentle later)."""
+    """Polls DescribeServices with backoff (fast first, gentle later) until a deadline.
 
-    def __init__(self, ecs, timeout, first_delay=0.25, max_delay=5.0, sleep=time.sleep, clock=time.monotonic):
+    One DescribeServices is already retried by botocore; a transient failure left after
+    that (AwsError.transient: 5xx, throttling, connection errors, timeouts) does not end
+    the wait: polling goes on with the same backoff, until the deadline or until the
+    endpoint has failed for outage_grace seconds without one good answer. Any other error
+    (access denied, the service gone) ends the wait at once.
+    """
+
+    def __init__(self, ecs, timeout, first_delay=0.25, max_delay=5.0, sleep=time.sleep, clock=time.monotonic,
+                 outage_grace=DEFAULT_WAIT_OUTAGE_GRACE):
         self.ecs = ecs
         self.timeout = timeout
+        self.outage_grace = outage_grace
         self.first_delay = first_delay
         self.max_delay = max_delay
         self.sleep = sleep
         self.clock = clock
 
     def _poll(self, done, describe_failed, timed_out):
-        """Call done(svc) until it returns a result; it may raise OpsError to stop."""
+        """Call done(svc) until it returns a result; it may raise OpsError to stop.
+
+        describe_failed(err, outage_s) builds the error when DescribeServices fails for
+        good (outage_s None: at once, not transient); timed_out(svc, err, outage_s) when the
+        deadline passes (svc: the last answer, or None; err: the failure of the last poll).
+        """
         timer = Timer(self.clock)
         delay = self.first_delay
+        svc, outage = None, None   # outage: a Timer since the first failed poll of a run of them
         while True:
             try:
                 svc = self.ecs.describe()
             except OpsError as err:
-                raise describe_failed(err)
-            outcome = done(svc)
-            if outcome is not None:
-                return outcome
-            if timer.remaining(self.timeout) <= 0:
-                raise timed_out(svc)
-            self.sleep(min(delay, max(timer.remaining(self.timeout), 0)))
+                if not getattr(err, 'transient', False):
+                    raise describe_failed(err, None)
+                outage = outage or Timer(self.clock)
+                if outage.remaining(self.outage_grace) <= 0:
+                    raise describe_failed(err, outage.elapsed())
+                if timer.remaining(self.timeout) <= 0:
+                    raise timed_out(svc, err, outage.elapsed())
+                pause = min(delay, timer.remaining(self.timeout), outage.remaining(self.outage_grace))
+            else:
+                outage = None
+                outcome = done(svc)
+                if outcome is not None:
+                    return outcome
+                if timer.remaining(self.timeout) <= 0:
+                    raise timed_out(svc, None, None)
+                pause = min(delay, timer.remaining(self.timeout))
+            self.sleep(max(pause, 0))
             delay = min(delay * 1.6, self.max_delay)
 
 
@@ -594,15 +624,33 @@ def deployment_outcome(svc, deployment_id, target_arn):
     return None, mine
 
 
+def check_desired_count(count, what):
+    """Refuse a count ECS would refuse (or, in the sandbox, try to start)."""
+    if not 0 <= count <= MAX_DESIRED_COUNT:
+        raise OpsError('%s must be between 0 and %d (ECS runs at most %d tasks per service), got %d'
+                       % (what, MAX_DESIRED_COUNT, MAX_DESIRED_COUNT, count))
+
+
+def check_wait(wait_timeout, wait_outage_grace):
+    if wait_timeout < 1:
+        raise OpsError('wait_timeout must be at least 1 second, got %s' % wait_timeout)
+    if wait_outage_grace < 0:
+        raise OpsError('wait_outage_grace must be 0 or more seconds, got %s' % wait_outage_grace)
+
+
 def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_desired_count=False,
             mark_stable=False, wait=True, wait_timeout=600, check_mode=False, expected_current=None,
-            hide=lambda *values: None, waiter=None, clock=time.time, image=None, container=None):
+            hide=lambda *values: None, waiter=None, clock=time.time, image=None, container=None,
+            wait_outage_grace=DEFAULT_WAIT_OUTAGE_GRACE):
     """Roll the service to spec, scale it, wait for it, mark it stable. Returns the result dict.
 
     With image, spec names the base: a revision of the family with image in container
     is registered (unless an identical one runs or is the newest) and rolled out.
     """
     started_at = datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc)
+    check_wait(wait_timeout, wait_outage_grace)
+    if desired_count is not None:
+        check_desired_count(desired_count, 'desired_count')
     if image is not None:
         image = str(image).strip()
         if not image:
@@ -646,6 +694,8 @@ def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_d
             raise OpsError('restore_desired_count: no remembered desired count on service %s '
                            '(it is set when this module scales the service)' % ecs.service)
         new_desired = int(remembered)
+        check_desired_count(new_desired, 'restore_desired_count: the count remembered in tag %s on service %s'
+                            % (TAG_DESIRED_BEFORE, ecs.service))
     elif desired_count is not None:
         new_desired = desired_count
     scale = new_desired != svc.get('desiredCount')
@@ -741,9 +791,13 @@ def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_d
         result['deployment_id'] = primary.get('id')
 
     if wait and (deploy or scale or in_flight):
-        waiter = waiter or Waiter(ecs, wait_timeout)
-        wait_timer = Timer()
-        _wait(ecs, waiter, result, target_arn, started_at)
+        waiter = waiter or Waiter(ecs, wait_timeout, outage_grace=wait_outage_grace)
+        wait_timer = Timer(waiter.clock)
+        try:
+            _wait(ecs, waiter, result, target_arn, started_at)
+        except OpsError as err:
+            err.result['waited_s'] = wait_timer.elapsed()   # a failed wait says how long it waited, too
+            raise
         result['waited_s'] = wait_timer.elapsed()
 
     if mark:
@@ -809,11 +863,24 @@ def _wait(ecs, waiter, result, target_arn, started_at):
         # Scale only: done when the tasks have settled on the desired count.
         return 'done' if settled(svc) else None
 
-    def describe_failed(err):
-        return _failure('lost contact with ECS while waiting for %s (%s); the update was sent, '
-                        're-run to converge' % (ecs.service, err.msg), result)
+    if deployment_id:
+        waiting_for = 'deployment %s of %s on %s' % (deployment_id, parse_and_name(target_arn), ecs.service)
+    else:
+        waiting_for = '%s to run %s tasks' % (ecs.service, result['desired_count']['after'])
 
-    def timed_out(svc):
+    def describe_failed(err, outage_s):
+        if outage_s is None:
+            return _failure('cannot follow %s: %s; the update was sent, re-run to converge once that is fixed'
+                            % (waiting_for, err.msg), result)
+        return _failure('lost contact with ECS for %.0fs (longer than wait_outage_grace, %ss) while waiting for %s '
+                        '(%s); the update was sent, re-run to converge'
+                        % (outage_s, waiter.outage_grace, waiting_for, err.msg), result)
+
+    def timed_out(svc, err, outage_s):
+        if svc is None or err is not None:
+            return _failure('timed out after %ss waiting for %s: ECS has not answered for the last %.0fs (%s); '
+                            'the update was sent, re-run to converge' % (waiter.timeout, waiting_for, outage_s, err.msg),
+                            result)
         primary = primary_deployment(svc) or {}
         return _failure('timed out after %ss waiting for %s: deployment %s is %s, %s of %s tasks running'
                         % (waiter.timeout, ecs.service, primary.get('id'), primary.get('rolloutState'),

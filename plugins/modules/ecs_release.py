@@ -81,10 +81,14 @@ options:
       - Only with O(image).
     type: str
   desired_count:
-    description: Set the service's desired count. The count it replaces is remembered.
+    description:
+      - Set the service's desired count. The count it replaces is remembered.
+      - From 0 to 5000, ECS's quota of tasks per service; anything else is refused before any AWS call.
     type: int
   restore_desired_count:
-    description: Set the desired count back to the one remembered by the last scale of this module.
+    description:
+      - Set the desired count back to the one remembered by the last scale of this module.
+      - A remembered count above 5000 (an edited tag) is refused before anything changes.
     type: bool
     default: false
   mark_stable:
@@ -101,14 +105,27 @@ options:
     type: int
   wait:
     description:
-      - Wait for the deployment (or the scale) to finish.
-      - Polls DescribeServices with backoff (0.25 s growing to 5 s).
+      - Wait for the deployment (or the scale) to finish, that is the new deployment C(COMPLETED) B(and) the old
+        deployments' tasks stopped (ECS keeps an old deployment listed, its tasks draining, for a while after
+        the new one completed).
+      - Polls DescribeServices with backoff (0.25 s growing to 5 s). A poll that still fails after botocore's
+        retries (O(max_attempts)) with a transient error (5xx, throttling, connection error, timeout) does not
+        end the wait; polling goes on until O(wait_timeout), or until ECS has not answered for
+        O(wait_outage_grace) seconds. Other errors (access denied, the service deleted) end it at once.
+      - A failed wait's result still carries RV(deployment_id) and RV(waited_s).
     type: bool
     default: true
   wait_timeout:
     description: Seconds to wait before failing. The update stays sent; re-running converges.
     type: int
     default: 600
+  wait_outage_grace:
+    description:
+      - Seconds ECS may fail to answer (transient errors only, see O(wait)) during the wait before the wait
+        gives up with C(lost contact with ECS). The update stays sent; re-running converges.
+      - V(0) gives up at the first poll that fails after botocore's retries.
+    type: int
+    default: 120
 seealso:
   - module: hotelbot.ops.ecs_release_info
 '''
@@ -206,7 +223,7 @@ previous_desired_count:
   type: int
 deployment_id:
   description: The id of the deployment started (or waited on), or null when none was.
-  returned: success
+  returned: success, and on failure once a deployment was started
   type: str
   sample: ecs-svc/1234567890123456789
 deployment_started:
@@ -231,8 +248,8 @@ events:
   type: list
   elements: dict
 waited_s:
-  description: Seconds spent waiting for the rollout.
-  returned: success
+  description: Seconds spent waiting for the rollout (also when the wait failed).
+  returned: success, and on failure once the wait began
   type: float
 elapsed_s:
   description: Seconds the module took.
@@ -243,7 +260,12 @@ elapsed_s:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
-from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import release, service_argument_spec, service_of
+from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import (
+    DEFAULT_WAIT_OUTAGE_GRACE,
+    release,
+    service_argument_spec,
+    service_of,
+)
 
 
 def main():
@@ -256,6 +278,7 @@ def main():
         expected_current=dict(type='int'),
         wait=dict(type='bool', default=True),
         wait_timeout=dict(type='int', default=600),
+        wait_outage_grace=dict(type='int', default=DEFAULT_WAIT_OUTAGE_GRACE),
         image=dict(type='str'),
         container=dict(type='str'),
     )
@@ -265,10 +288,6 @@ def main():
         mutually_exclusive=[('desired_count', 'restore_desired_count')],
     )
     p = module.params
-    if p['desired_count'] is not None and p['desired_count'] < 0:
-        module.fail_json(msg='desired_count must be 0 or more, got %d' % p['desired_count'])
-    if p['wait_timeout'] < 1:
-        module.fail_json(msg='wait_timeout must be at least 1 second, got %d' % p['wait_timeout'])
 
     def operation():
         ecs = service_of(module)
@@ -276,7 +295,8 @@ def main():
             ecs, p['revision'],
             force_new_deployment=p['force_new_deployment'], desired_count=p['desired_count'],
             restore_desired_count=p['restore_desired_count'], mark_stable=p['mark_stable'],
-            wait=p['wait'], wait_timeout=p['wait_timeout'], check_mode=module.check_mode,
+            wait=p['wait'], wait_timeout=p['wait_timeout'], wait_outage_grace=p['wait_outage_grace'],
+            check_mode=module.check_mode,
             expected_current=p['expected_current'], image=p['image'], container=p['container'],
             hide=lambda *v: hide(module, *v),
         )

@@ -1,13 +1,39 @@
 """rollback.yml end to end against the sandbox: ECS state, the bot's version, the ledger."""
 import copy
+import threading
 import time
 
 import pytest
+import yaml
 
-from sandbox import control
+from sandbox import control, procs
 from tests.integration.conftest import FAMILY, failed_results
 
 STABLE_TAG = 'hotelbot.ops/stable'
+
+
+def sandbox_control(sandbox, path, body=None):
+    """POST to the AWS double's control API (faults and settings sandbox.control has no call for)."""
+    status, data = procs.http_json(sandbox.state['aws']['control_url'] + path, method='POST', body=body or {}, timeout=10)
+    assert status == 200, data
+    return data
+
+
+def when_update_sent(sandbox, action, timeout=60):
+    """Run action() in a thread as soon as the sandbox has received UpdateService."""
+    def watch():
+        deadline = time.monotonic() + timeout
+        while 'ecs:UpdateService' not in sandbox.calls() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        action()
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def adhoc_result(completed):
+    """The result of a one-host ad hoc run ("host | CHANGED => ..."; YAML, as ansible.cfg asks)."""
+    return yaml.safe_load(completed.stdout.split('=>', 1)[1])
 
 
 def comparable(svc):
@@ -119,7 +145,7 @@ def test_aws_endpoint_dies_while_waiting_then_rerun_converges(fresh):
     fresh.deploy(4)
     control.set_deploy_seconds(8, fresh.dir)
     control.reset_calls(fresh.dir)
-    run = fresh.popen_playbook('-e', 'rollback_wait_timeout=120')
+    run = fresh.popen_playbook('-e', 'rollback_wait_timeout=120', '-e', 'rollback_wait_outage_grace=5')
     # Wait until the update has been sent, then take the endpoint away mid-wait.
     deadline = time.monotonic() + 60
     while 'ecs:UpdateService' not in fresh.calls():
@@ -178,3 +204,62 @@ def test_secrets_never_printed_even_at_vvvv(fresh):
         if name == 'aws_secret_access_key':
             continue  # moto's dummy "testing" is a common word, not a secret
         assert value not in printed, '%s leaked' % name
+
+
+def test_a_burst_of_aws_500s_during_the_wait_is_polled_through(fresh):
+    fresh.deploy(4)
+    control.set_deploy_seconds(6, fresh.dir)
+    control.reset_calls(fresh.dir)
+    # max_attempts=2: a poll inside the burst runs out of botocore's own retries.
+    burst = when_update_sent(fresh, lambda: sandbox_control(fresh, '/sandbox/aws/errors', {'seconds': 4, 'status': 500}))
+    try:
+        run = fresh.playbook('-e', 'hotelbot_aws_max_attempts=2')
+    finally:
+        burst.join()
+        fault = sandbox_control(fresh, '/sandbox/aws/errors', {'seconds': 0})   # ends it, says what it did
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert fresh.revision() == 3 and fresh.serving_revision() == 3
+    assert fresh.bot()[1]['version'] == '1.2.0'
+    assert fresh.tags()['hotelbot.ops/last-stable'] == FAMILY + ':3'
+    assert fresh.calls()['ecs:UpdateService'] == 1
+    assert fault['injected'] >= 2   # the burst was met: at least one poll ran out of botocore's attempts
+
+
+def test_an_outage_longer_than_the_grace_fails_naming_the_deployment(fresh):
+    fresh.deploy(4)
+    control.set_deploy_seconds(30, fresh.dir)
+    control.reset_calls(fresh.dir)
+    outage = when_update_sent(fresh, lambda: sandbox_control(fresh, '/sandbox/aws/errors', {'seconds': 60, 'status': 503}))
+    try:
+        run = fresh.playbook('-e', 'hotelbot_aws_max_attempts=2', '-e', 'rollback_wait_outage_grace=3')
+    finally:
+        outage.join()
+        sandbox_control(fresh, '/sandbox/aws/errors', {'seconds': 0})
+    assert run.returncode != 0
+    failures = failed_results(run)
+    release = next(f for f in failures if f['task'].endswith('Roll the ECS service and wait for the deployment'))
+    primary = fresh.describe()['deployments'][0]
+    assert primary['taskDefinition'] == fresh.td_arn(3) and primary['rolloutState'] == 'IN_PROGRESS'
+    assert release['msg'].startswith('lost contact with ECS for ')
+    assert release['deployment_id'] == primary['id'] and release['changed'] is True
+    assert 3 <= release['waited_s'] < 30
+    # The summary (and the run's last word) name the deployment that was started, not "none started".
+    assert 'deployment: %s IN_PROGRESS, waited ' % primary['id'] in failures[-1]['msg']
+    assert fresh.tags()['hotelbot.ops/last-stable'] == FAMILY + ':3' and fresh.calls()['ecs:UpdateService'] == 1
+
+
+def test_the_wait_returns_only_after_the_old_deployment_stopped_its_tasks(fresh):
+    fresh.deploy(4)
+    sandbox_control(fresh, '/sandbox/config', {'drain_seconds': 3})
+    try:
+        done = fresh.adhoc('hotelbot.ops.ecs_release', 'cluster=%s service=%s revision=3' % (fresh.cluster, fresh.service))
+        svc = fresh.describe()   # at once: a wait that stopped at COMPLETED leaves the old deployment draining
+    finally:
+        sandbox_control(fresh, '/sandbox/config', {'drain_seconds': 0.5})
+    assert done.returncode == 0, done.stdout
+    result = adhoc_result(done)
+    messages = [e['message'] for e in result['events']]
+    assert any(m.endswith('has begun draining connections on 3 tasks.') for m in messages), messages
+    assert any('has stopped 3 running tasks' in m for m in messages), messages
+    assert [d['taskDefinition'] for d in svc['deployments']] == [fresh.td_arn(3)]
+    assert svc['runningCount'] == svc['desiredCount'] == 3 and result['waited_s'] >= 3

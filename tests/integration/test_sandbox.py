@@ -178,7 +178,9 @@ def test_bad_revision_deploys_and_then_misbehaves(sb: Sandbox) -> None:
 
     def completed() -> dict[str, Any] | None:
         svc = sb.describe()
-        return svc if svc["deployments"][0]["rolloutState"] == "COMPLETED" else None
+        # ECS lists the old deployment, draining, beside a COMPLETED new one for a while.
+        steady = svc["deployments"][0]["rolloutState"] == "COMPLETED" and len(svc["deployments"]) == 1
+        return svc if steady else None
 
     svc = wait_until(completed, timeout=10)
     assert [d["id"] for d in svc["deployments"]] == [new["id"]]
@@ -245,7 +247,9 @@ def test_force_new_deployment_and_no_op_update(sb: Sandbox) -> None:
 
     forced = ecs.update_service(cluster=CLUSTER, service=SERVICE, forceNewDeployment=True)["service"]["deployments"][0]
     assert forced["id"] != current["id"] and forced["taskDefinition"] == current["taskDefinition"]
-    svc = wait_until(lambda: (s := sb.describe())["deployments"][0]["rolloutState"] == "COMPLETED" and s)
+    # Steady: the forced deployment COMPLETED and the old one drained away.
+    svc = wait_until(lambda: (s := sb.describe())["deployments"][0]["rolloutState"] == "COMPLETED"
+                     and len(s["deployments"]) == 1 and s)
     assert [d["id"] for d in svc["deployments"]] == [forced["id"]] and svc["runningCount"] == 3
 
 

@@ -1,7 +1,9 @@
 """An in-memory stand-in for the boto3 ECS client, for unit tests of module_utils.ecs.
 
 It keeps services, task definitions and tags, pages ListTaskDefinitions, and moves
-deployments forward one step per DescribeServices call according to a script.
+deployments forward one step per DescribeServices call according to a script. Like
+real ECS, a new deployment turns COMPLETED once its tasks run, while the old (ACTIVE)
+deployment still runs tasks for a few more looks (drain_steps) before it goes away.
 """
 import copy
 import datetime
@@ -38,7 +40,11 @@ class FakeEcs:
         self.outcome = 'complete'
         self.steps_to_settle = 2
         self.forget_failed = False
-        self.describe_failures = []  # exceptions DescribeServices raises, first one first
+        self.drain_steps = 2         # looks at a COMPLETED deployment while the old one still drains
+        self.draining_shown = 0      # answers that showed COMPLETED beside an old deployment with tasks
+        self.describe_failures = []  # exceptions the next DescribeServices calls raise, one each, first first
+        self.failures_after_update = []  # the same, queued once UpdateService was called
+        self.answer = None           # replaces DescribeServices' answer (a non-ECS endpoint)
 
     # ---- setup helpers
     def register(self, family, revision, image, status='ACTIVE', env=None, containers=None, **fields):
@@ -73,7 +79,9 @@ class FakeEcs:
     def describe_services(self, cluster, services, include=None):
         self.calls.append('DescribeServices')
         if self.describe_failures:
-            raise self.describe_failures[0]
+            raise self.describe_failures.pop(0)
+        if self.answer is not None:
+            return copy.deepcopy(self.answer)
         svc = self._service(cluster, services[0])
         if svc is None:
             return dict(services=[], failures=[dict(arn=services[0], reason='MISSING')])
@@ -121,6 +129,8 @@ class FakeEcs:
 
     def update_service(self, cluster, service, taskDefinition=None, forceNewDeployment=False, desiredCount=None):
         self.calls.append('UpdateService')
+        self.describe_failures.extend(self.failures_after_update)
+        self.failures_after_update = []
         svc = self._service(cluster, service)
         if desiredCount is not None:
             svc['desiredCount'] = desiredCount
@@ -150,9 +160,8 @@ class FakeEcs:
             if primary['steps'] >= self.steps_to_settle and self.outcome != 'hang':
                 if self.outcome == 'complete':
                     primary.update(rolloutState='COMPLETED', runningCount=primary['desiredCount'])
-                    svc['deployments'] = [primary]
-                    svc['events'].insert(0, dict(id=str(next(self.ids)), createdAt=datetime.datetime.now(
-                        datetime.timezone.utc), message='(service %s) has reached a steady state.' % svc['serviceName']))
+                    self._event(svc, '(service %s) (deployment %s) deployment completed.' % (svc['serviceName'], primary['id']))
+                    svc['drain_left'] = self.drain_steps
                 else:
                     primary.update(rolloutState='FAILED', rolloutStateReason='ECS deployment circuit breaker: tasks failed to start.')
                     if self.outcome == 'rollback' and len(deps) > 1:
@@ -170,8 +179,33 @@ class FakeEcs:
                             svc['deployments'] = [back]
                         svc['taskDefinition'] = old['taskDefinition']
                         self.outcome = 'complete'
+        if len(svc['deployments']) > 1 and primary['rolloutState'] == 'COMPLETED':
+            self._drain(svc)
         if len(svc['deployments']) == 1 and primary['rolloutState'] == 'COMPLETED':
             # A scale moves one task per look, like ECS starting/stopping tasks over time.
             gap = svc['desiredCount'] - primary['runningCount']
             primary['runningCount'] += (gap > 0) - (gap < 0)
         svc['runningCount'] = sum(d['runningCount'] for d in svc['deployments'])
+
+    def _event(self, svc, message):
+        svc['events'].insert(0, dict(id=str(next(self.ids)), createdAt=datetime.datetime.now(datetime.timezone.utc),
+                                     message=message))
+
+    def _drain(self, svc):
+        """ECS stops the old deployment's tasks after the new ones are healthy: for
+        drain_steps looks the old deployment is still listed (ACTIVE), its count falling."""
+        old = svc['deployments'][1:]
+        left = svc.get('drain_left', 0)
+        if left > 0:
+            for dep in old:
+                dep.setdefault('drain_from', dep['runningCount'])
+                dep['runningCount'] = dep['desiredCount'] = -(-dep['drain_from'] * left // (self.drain_steps + 1))
+            svc['drain_left'] = left - 1
+            if any(d['runningCount'] for d in old):
+                self.draining_shown += 1
+            return
+        stopped = sum(d.get('drain_from', d['runningCount']) for d in old)
+        svc['deployments'] = svc['deployments'][:1]
+        if stopped:
+            self._event(svc, '(service %s) has stopped %d running tasks.' % (svc['serviceName'], stopped))
+        self._event(svc, '(service %s) has reached a steady state.' % svc['serviceName'])

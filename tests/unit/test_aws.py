@@ -13,22 +13,30 @@ SERVICE = {'serviceName': 'svc', 'serviceArn': 'arn:aws:ecs:us-east-1:1:service/
            'taskDefinition': 'arn:aws:ecs:us-east-1:1:task-definition/f:1', 'deployments': []}
 
 
+HTML = b'<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body><h1>Welcome</h1></body></html>'
+
+
 class FlakyEcs(http.server.BaseHTTPRequestHandler):
-    """Answers the first `failures` requests with `error`, then a DescribeServices result."""
+    """Answers the first `failures` requests with `error`, then a DescribeServices result
+    (or, when `raw` is set, always raw: (status, content type, body))."""
     failures = 0
     error = (400, 'ThrottlingException', 'Rate exceeded')
+    raw = None
     seen = []
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         self.rfile.read(int(self.headers.get('Content-Length', 0)))
         type(self).seen.append(self.headers.get('X-Amz-Target'))
-        if len(type(self).seen) <= type(self).failures:
+        ctype = 'application/x-amz-json-1.1'
+        if type(self).raw is not None:
+            status, ctype, body = tuple(type(self).raw)
+        elif len(type(self).seen) <= type(self).failures:
             status, code, message = type(self).error
             body = json.dumps({'__type': code, 'message': message}).encode()
         else:
             status, body = 200, json.dumps({'services': [SERVICE], 'failures': []}).encode()
         self.send_response(status)
-        self.send_header('Content-Type', 'application/x-amz-json-1.1')
+        self.send_header('Content-Type', ctype)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -52,7 +60,7 @@ class FakeModule:
 def endpoint(monkeypatch):
     monkeypatch.delenv('HTTP_PROXY', raising=False)
     monkeypatch.delenv('http_proxy', raising=False)
-    FlakyEcs.seen = []
+    FlakyEcs.seen, FlakyEcs.raw = [], None
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), FlakyEcs)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -95,3 +103,72 @@ def test_unreachable_endpoint_and_missing_region_are_plain_messages():
         EcsService(client, 'c', 'svc').describe()
     with pytest.raises(OpsError, match='no AWS region'):
         aws.client(FakeModule(region=None, profile=None), 'ecs')
+
+
+@pytest.mark.parametrize('raw', [
+    (200, 'text/html', HTML),
+    (404, 'text/html', HTML),
+    (200, 'application/x-amz-json-1.1', b''),
+    (200, 'application/x-amz-json-1.1', b'{"Message": "hello"'),
+    (200, 'application/json', b'{"status": "ok"}'),
+], ids=['html-200', 'html-404', 'empty-200', 'broken-json-200', 'other-json-200'])
+def test_an_endpoint_that_is_not_aws_is_named_not_called_missing(endpoint, raw):
+    FlakyEcs.raw = raw
+    client = aws.client(FakeModule(endpoint_url=endpoint, max_attempts=1), 'ecs')
+    with pytest.raises(OpsError) as err:
+        EcsService(client, 'c', 'svc').describe()
+    assert err.value.msg.startswith('the endpoint %s did not answer as AWS ECS does (DescribeServices for svc: ' % endpoint)
+    assert err.value.msg.endswith('; check endpoint_url') and '\n' not in err.value.msg
+    assert 'not found' not in err.value.msg and 'MISSING' not in err.value.msg and '<h1>' not in err.value.msg
+    assert not err.value.transient and len(FlakyEcs.seen) == 1
+
+
+def test_a_5xx_html_page_is_transient_and_short(endpoint):
+    FlakyEcs.raw = (502, 'text/html', HTML * 20)
+    client = aws.client(FakeModule(endpoint_url=endpoint, max_attempts=1), 'ecs')
+    with pytest.raises(aws.AwsError) as err:
+        EcsService(client, 'c', 'svc').describe()
+    assert err.value.transient and len(err.value.msg) < 300
+
+
+@pytest.mark.parametrize('url, message', [
+    ('http://127.0.0.1:99999', "endpoint_url 'http://127.0.0.1:99999' is not a valid URL: Port out of range"),
+    ('http://127.0.0.1:http', "endpoint_url 'http://127.0.0.1:http' is not a valid URL"),
+    ('http://127.0.0.1:0', "endpoint_url 'http://127.0.0.1:0': port 0"),
+    ('ftp://127.0.0.1:21', "endpoint_url 'ftp://127.0.0.1:21' must start with http:// or https://"),
+    ('127.0.0.1:8080', "endpoint_url '127.0.0.1:8080' must start with http:// or https://"),
+    ('http://', "endpoint_url 'http://' has no host"),
+    ('https://:443/', "endpoint_url 'https://:443/' has no host"),
+    ('http://[::1', "endpoint_url 'http://[::1' is not a valid URL"),
+    ('http://admin:hunter2secret@127.0.0.1:99999', "endpoint_url 'http://127.0.0.1:99999' is not a valid URL"),
+])
+def test_a_bad_endpoint_url_is_refused_before_any_call(endpoint, url, message):
+    with pytest.raises(OpsError) as err:
+        aws.client(FakeModule(endpoint_url=url), 'ecs')
+    assert err.value.msg.startswith(message) and '\n' not in err.value.msg
+    assert 'hunter2secret' not in err.value.msg
+    assert FlakyEcs.seen == []
+
+
+@pytest.mark.parametrize('error, transient', [
+    ((500, 'ServerException', 'internal'), True),
+    ((503, 'ServiceUnavailableException', 'later'), True),
+    ((400, 'ThrottlingException', 'Rate exceeded'), True),
+    ((429, 'TooManyRequests', 'slow down'), True),
+    ((400, 'AccessDeniedException', 'no'), False),
+    ((400, 'InvalidParameterException', 'bad'), False),
+])
+def test_what_is_transient_is_what_botocore_retries(endpoint, error, transient):
+    FlakyEcs.failures, FlakyEcs.error = 10, error
+    client = aws.client(FakeModule(endpoint_url=endpoint, max_attempts=2), 'ecs')
+    with pytest.raises(aws.AwsError) as err:
+        EcsService(client, 'c', 'svc').describe()
+    assert err.value.transient is transient
+    assert len(FlakyEcs.seen) == (2 if transient else 1)   # botocore's own retries agree
+
+
+def test_an_unreachable_endpoint_is_transient():
+    client = aws.client(FakeModule(endpoint_url='http://127.0.0.1:9', max_attempts=1), 'ecs')
+    with pytest.raises(aws.AwsError) as err:
+        EcsService(client, 'c', 'svc').describe()
+    assert err.value.transient

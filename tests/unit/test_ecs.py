@@ -47,8 +47,18 @@ def service(fake):
 
 def run_release(fake, spec, **kwargs):
     clock = FakeClock()
-    waiter = ecs_utils.Waiter(service(fake), kwargs.pop('timeout', 60), sleep=clock.sleep, clock=clock)
+    grace = dict(outage_grace=kwargs.pop('outage_grace')) if 'outage_grace' in kwargs else {}
+    waiter = ecs_utils.Waiter(service(fake), kwargs.pop('timeout', 60), sleep=clock.sleep, clock=clock, **grace)
     return ecs_utils.release(service(fake), spec, waiter=waiter, **kwargs)
+
+
+def server_error(status=500, code='ServerException', message='internal'):
+    return botocore.exceptions.ClientError(
+        {'Error': {'Code': code, 'Message': message}, 'ResponseMetadata': {'HTTPStatusCode': status}}, 'DescribeServices')
+
+
+def primary_id(fake):
+    return ecs_utils.primary_deployment(fake.services[(CLUSTER, SERVICE)])['id']
 
 
 def current_revision(fake):
@@ -181,8 +191,8 @@ def test_lost_contact_while_waiting_says_rerun(fake):
             raise botocore.exceptions.EndpointConnectionError(endpoint_url='http://127.0.0.1:1')
         return real(**kwargs)
     fake.describe_services = flaky
-    with pytest.raises(OpsError, match='lost contact with ECS .* re-run to converge') as err:
-        run_release(fake, 3)
+    with pytest.raises(OpsError, match='lost contact with ECS for 20s .* re-run to converge') as err:
+        run_release(fake, 3, outage_grace=20)
     assert err.value.changed is True
     # Contact back, deployment still rolling: the re-run waits on it instead of starting another.
     fake.describe_services = real
@@ -422,3 +432,114 @@ def test_image_update_failure_after_registering_says_rerun(fake):
     result = run_release(fake, 'current', image=PATCH)
     assert result['to_revision']['revision'] == 5 and result['registered'] is None and current_revision(fake) == '5'
     assert 'RegisterTaskDefinition' not in fake.calls
+
+
+# ---------------------------------------------------------------- the wait: transient errors, drain, bounds
+
+@pytest.mark.parametrize('burst', [
+    [server_error()] * 6,
+    [server_error(503, 'ServiceUnavailableException', 'try later')] * 3,
+    [server_error(400, 'ThrottlingException', 'Rate exceeded')] * 4,
+    [botocore.exceptions.EndpointConnectionError(endpoint_url='http://127.0.0.1:1')] * 3,
+    [botocore.exceptions.ReadTimeoutError(endpoint_url='http://127.0.0.1:1')] * 2,
+], ids=['500', '503', 'throttling', 'unreachable', 'read-timeout'])
+def test_transient_errors_during_the_wait_are_polled_through(fake, burst):
+    fake.failures_after_update = list(burst)
+    result = run_release(fake, 3)
+    assert not fake.describe_failures   # every error of the burst was met by a poll
+    assert result['rollout_state'] == 'COMPLETED' and current_revision(fake) == '3'
+    assert fake.calls.count('UpdateService') == 1
+
+
+def test_an_outage_longer_than_the_grace_ends_the_wait_naming_the_deployment(fake):
+    fake.failures_after_update = [server_error()] * 1000
+    with pytest.raises(OpsError, match=r'lost contact with ECS for 30s \(longer than wait_outage_grace, 30s\) while '
+                                       r'waiting for deployment ecs-svc/\d+ of hotel-voice-bot:3 .*re-run to converge') as err:
+        run_release(fake, 3, outage_grace=30, timeout=600)
+    assert err.value.changed is True
+    assert err.value.result['deployment_id'] == primary_id(fake) and err.value.result['deployment_started']
+    assert 30 <= err.value.result['waited_s'] < 40
+
+
+def test_a_deadline_inside_an_outage_times_out_naming_the_deployment(fake):
+    fake.failures_after_update = [server_error()] * 1000
+    with pytest.raises(OpsError, match=r'timed out after 30s waiting for deployment ecs-svc/\d+ .*ECS has not answered') as err:
+        run_release(fake, 3, timeout=30)
+    assert err.value.result['deployment_id'] == primary_id(fake)
+    assert 30 <= err.value.result['waited_s'] < 35
+
+
+def test_a_non_transient_error_during_the_wait_fails_at_once(fake):
+    fake.failures_after_update = [server_error(400, 'AccessDeniedException', 'not allowed')] * 5
+    with pytest.raises(OpsError, match=r'cannot follow deployment ecs-svc/\d+ .*AccessDeniedException: not allowed') as err:
+        run_release(fake, 3)
+    assert err.value.changed is True and err.value.result['deployment_id'] == primary_id(fake)
+    assert len(fake.describe_failures) == 4   # one poll, no retry
+
+
+def test_the_wait_ends_only_when_the_old_deployment_has_stopped_its_tasks(fake):
+    fake.drain_steps = 3
+    result = run_release(fake, 3)
+    svc = fake.services[(CLUSTER, SERVICE)]
+    assert fake.draining_shown == 3   # the waiter did see COMPLETED beside old tasks still running
+    assert [d['taskDefinition'] for d in svc['deployments']] == [td_arn(FAMILY, 3)]
+    assert svc['runningCount'] == svc['desiredCount'] == 3
+    assert any(e['message'].endswith('has stopped 3 running tasks.') for e in result['events'])
+
+
+@pytest.mark.parametrize('count', [100000000000, 5001, -1])
+def test_desired_count_beyond_ecs_limits_is_refused_before_any_call(fake, count):
+    with pytest.raises(OpsError, match=r'^desired_count must be between 0 and 5000 \(ECS runs at most 5000 tasks '
+                                       r'per service\), got %d$' % count):
+        run_release(fake, 'current', desired_count=count)
+    assert fake.calls == []
+
+
+def test_desired_count_at_the_limit_is_taken(fake):
+    assert run_release(fake, 'current', desired_count=5000, check_mode=True)['desired_count']['after'] == 5000
+
+
+def test_restore_of_a_remembered_count_beyond_the_limit_is_refused(fake):
+    fake.tags[fake.services[(CLUSTER, SERVICE)]['serviceArn']][ecs_utils.TAG_DESIRED_BEFORE] = '100000000000'
+    with pytest.raises(OpsError, match=r'restore_desired_count: the count remembered in tag '
+                                       r'hotelbot.ops/desired-count-before-scale .* between 0 and 5000'):
+        run_release(fake, 'current', restore_desired_count=True)
+    assert not {'UpdateService', 'TagResource'} & set(fake.calls)
+    assert fake.services[(CLUSTER, SERVICE)]['desiredCount'] == 3
+
+
+@pytest.mark.parametrize('answer', [{}, {'message': '<html><body>Welcome</body></html>'}, {'ResponseMetadata': {}}])
+def test_an_answer_that_is_not_ecs_is_not_called_missing(fake, answer):
+    fake.answer = answer
+    with pytest.raises(OpsError, match=r'did not answer as AWS ECS does \(DescribeServices for hotel-voice-bot-service: '
+                                       r'the answer has no services or failures\)') as err:
+        run_release(fake, 'previous')
+    assert 'not found' not in err.value.msg and 'MISSING' not in err.value.msg
+    assert 'UpdateService' not in fake.calls
+
+
+# ---------------------------------------------------------------- secrets in every form (issue 11, item 2)
+
+REAL_WORLD_ENV = [
+    dict(name='REDIS_URL', value='redis://:Redis-pw-7f3@cache:6379/0'),
+    dict(name='DATABASE_URL', value='postgres://bot:p@ss-w0rd-9@db/hotel'),
+    dict(name='JDBC_URL', value='jdbc:postgresql://db/hotel?user=bot&password=Jdbc-pw-17'),
+    dict(name='SMTP_PWD', value='Smtp-pw-2024'),
+    dict(name='STRIPE_SK', value='Stripe-sk-99999'),
+    dict(name='LOG_LEVEL', value='info'),
+]
+REAL_WORLD_SECRETS = ('Redis-pw-7f3', 'p@ss-w0rd-9', 'ss-w0rd-9', 'Jdbc-pw-17', 'Smtp-pw-2024', 'Stripe-sk-99999')
+
+
+def test_info_and_hot_patch_never_return_secrets_of_any_form(fake):
+    fake.task_defs[td_arn(FAMILY, 4)]['containerDefinitions'][0]['environment'] = list(REAL_WORLD_ENV)
+    hidden = []
+    info = ecs_utils.release_info(service(fake), environment_of='current', diff_from=3, diff_to='current',
+                                  hide=lambda *v: hidden.extend(v))
+    patched = run_release(fake, 'current', image=PATCH, hide=lambda *v: hidden.extend(v))
+    shown = repr(info) + repr(patched)
+    assert [s for s in REAL_WORLD_SECRETS if s in shown] == []
+    assert {'Redis-pw-7f3', 'p@ss-w0rd-9', 'Jdbc-pw-17', 'Smtp-pw-2024', 'Stripe-sk-99999'} <= set(hidden)
+    assert info['environment']['containers']['bot']['environment']['LOG_LEVEL'] == 'info'
+    # the registered revision carries the real values: masking is for display only
+    assert fake.task_defs[td_arn(FAMILY, 5)]['containerDefinitions'][0]['environment'] == REAL_WORLD_ENV
