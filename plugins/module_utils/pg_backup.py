@@ -6,11 +6,17 @@
 A backup is complete only when all three exist side by side:
   <name>.<ext>             the dump (a file, or a directory for the directory format)
   <name>.<ext>.sha256      sha256sum format; `sha256sum -c` in the directory verifies it
-  <name>.<ext>.manifest.json  written last: the completion marker, and how retention
-                           recognises backups of ours (tool == MANIFEST_TOOL)
-The dump is written as <name>.<ext>.partial-<random> and renamed only after pg_dump exited 0,
-the result read back with pg_restore, and every byte fsynced. A failed or killed pg_dump leaves
-nothing behind (the partial is removed).
+  <name>.<ext>.manifest.json  renamed last: the commit point, and how retention, pg_restore and
+                           preflight recognise backups of ours (tool == MANIFEST_TOOL)
+All three are written under temporary names (<final>.partial-<writer pid>-<its start time>-<random>)
+and fsynced; only then are they renamed, the manifest last (see publish). A failed pg_dump, a full
+disk or a failed fsync leaves nothing final-named behind. pg_dump dies with the module (a
+parent-death signal), and a later run removes the partials of this database whose writer is gone.
+
+What the dump holds is read from its own table of contents: tables whose data pg_dump left out
+(--exclude-table-data, -T, -t, -n, --schema-only ...) are listed in the manifest, row counts are
+recorded only for tables whose data is in the dump, and a dump with no table data at all is
+refused unless allow_no_data says it is meant.
 
 Row counts in the manifest are taken in the transaction whose snapshot pg_dump uses
 (pg_export_snapshot() + --snapshot), so they describe exactly the data in the dump.
@@ -24,6 +30,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -49,6 +56,24 @@ REFUSED_LONG = ('--file', '--format', '--dbname', '--password', '--snapshot', '-
                 '--host', '--port', '--username', '--no-password')
 REFUSED_SHORT = ('-f', '-F', '-d', '-W', '-j', '-Z', '-h', '-p', '-U', '-w')
 PASSWORD_IN_ARG = re.compile(r'password\s*=|://[^/\s@]*:[^/\s@]*@', re.I)
+# pg_dump options that choose what goes into the dump -> the key the manifest records them under.
+SELECTION_LONG = {
+    '--schema-only': 'schema_only', '--data-only': 'data_only', '--no-unlogged-table-data': 'no_unlogged_table_data',
+    '--table': 'tables', '--table-and-children': 'tables',
+    '--exclude-table': 'exclude_tables', '--exclude-table-and-children': 'exclude_tables',
+    '--exclude-table-data': 'exclude_table_data', '--exclude-table-data-and-children': 'exclude_table_data',
+    '--schema': 'schemas', '--exclude-schema': 'exclude_schemas', '--section': 'sections',
+    '--filter': 'filter_files',
+}
+SELECTION_FLAGS = ('schema_only', 'data_only', 'no_unlogged_table_data')
+SELECTION_SHORT = dict(s='schema_only', a='data_only', t='tables', T='exclude_tables', n='schemas',
+                       N='exclude_schemas')
+# pg_dump's short options that take a value (the rest are flags, which getopt lets one combine: -sv).
+SHORT_WITH_VALUE = 'dfFhjnNpStTUZeE'
+# Leftovers of a run: <final>.partial-<writer pid>-<writer start time>-<random>.
+PARTIAL = re.compile(r'^(?P<final>.+)\.partial-(?P<pid>[0-9]+)-(?P<start>[0-9]+)-[0-9a-f]{8}$')
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_SPACE_TEXT = (b'No space left on device', b'Disk quota exceeded')
 
 
 # --------------------------------------------------------------------------- naming
@@ -86,6 +111,58 @@ def _taken(path):
 
 def sidecar_paths(path):
     return path + '.sha256', path + '.manifest.json'
+
+
+def process_start(pid):
+    """A process's start time (clock ticks since boot, /proc/<pid>/stat field 22): with the pid it
+    names one process, even after the pid is reused. 0 where /proc is not readable; None if gone."""
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return int(handle.read().rsplit(')', 1)[1].split()[19])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def partial_name(path):
+    """The temporary name of what will be `path`: it names its writer, so a later run can tell
+    a partial whose writer died from one being written."""
+    pid = os.getpid()
+    return '%s.partial-%d-%d-%s' % (path, pid, process_start(pid) or 0, uuid.uuid4().hex[:8])
+
+
+def writer_gone(pid, start):
+    """True only when the process that wrote a partial certainly no longer runs."""
+    if start == 0:
+        return False  # written where start times are not known: never removed
+    return process_start(pid) != start
+
+
+def backup_names(database, path=None):
+    """A predicate: is this final name (a dump or a sidecar) one this run's database could own?"""
+    if path:
+        base = os.path.basename(path)
+        names = (base,) + tuple(os.path.basename(p) for p in sidecar_paths(base))
+        return lambda name: name in names
+    exts = '|'.join(ext for flag, ext in FORMATS.values())
+    pattern = re.compile(r'^%s-[0-9]{8}T[0-9]{6}Z(-[0-9]+)?\.(%s)(\.sha256|\.manifest\.json)?$'
+                         % (re.escape(slug(database)), exts))
+    return lambda name: bool(pattern.match(name))
+
+
+def stale_partials(directory, owns):
+    """Partials in directory of names `owns` accepts whose writer is gone (a killed run's)."""
+    stale = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return stale
+    for name in names:
+        found = PARTIAL.match(name)
+        if found and owns(found.group('final')) and writer_gone(int(found.group('pid')), int(found.group('start'))):
+            stale.append(os.path.join(directory, name))
+    return stale
 
 
 # --------------------------------------------------------------------------- options
@@ -128,6 +205,62 @@ def check_extra_args(extra_args):
             raise OpsError('extra_args must not contain a password or connection string; use the password or '
                            'passfile option')
     return [str(a) for a in extra_args or []]
+
+
+def long_option(name):
+    """A long option as pg_dump's getopt_long reads it: an unambiguous prefix stands for the option."""
+    if name in SELECTION_LONG:
+        return name
+    matches = [option for option in SELECTION_LONG if option.startswith(name)] if len(name) > 3 else []
+    return matches[0] if len(matches) == 1 else name
+
+
+def dump_selection(extra_args):
+    """What extra_args choose to dump: {manifest key: True or [values as given]}, only those given."""
+    selection = {}
+
+    def record(key, value=None):
+        if key in SELECTION_FLAGS:
+            selection[key] = True
+        else:
+            selection.setdefault(key, []).append(value)
+    args = list(extra_args or [])
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg == '--':
+            break
+        if arg.startswith('--'):
+            name, has_value, value = arg.partition('=')
+            key = SELECTION_LONG.get(long_option(name))
+            if key and key not in SELECTION_FLAGS and not has_value and index < len(args):
+                value, index = args[index], index + 1
+            if key:
+                record(key, value)
+        elif arg.startswith('-') and len(arg) > 1:
+            for position, letter in enumerate(arg[1:], 1):
+                if letter in SHORT_WITH_VALUE:
+                    value = arg[position + 1:]
+                    if not value and index < len(args):
+                        value, index = args[index], index + 1
+                    if letter in SELECTION_SHORT:
+                        record(SELECTION_SHORT[letter], value)
+                    break
+                if letter in SELECTION_SHORT:
+                    record(SELECTION_SHORT[letter])
+    return selection
+
+
+def dumps_no_data(selection):
+    """The options alone say the dump can hold no table data (--schema-only, sections without data)."""
+    sections = selection.get('sections')
+    return bool(selection.get('schema_only')) or (sections is not None and 'data' not in sections)
+
+
+def no_data_message(extra_args):
+    return ('extra_args %s leave no table data in the backup: restoring it would empty every table; '
+            'set allow_no_data: true if a backup without data is meant; nothing was kept' % ' '.join(extra_args))
 
 
 def validate_options(fmt, jobs, keep, compress_value):
@@ -296,20 +429,52 @@ def checksum(path, name):
     return digest, '%s  %s\n' % (digest, name), os.path.getsize(path)
 
 
-def write_atomic(path, data):
-    """Write bytes to a temporary name beside path, fsync, rename, fsync the directory."""
-    directory = os.path.dirname(path) or '.'
-    tmp = '%s.partial-%s' % (path, uuid.uuid4().hex[:12])
+def write_synced(path, data):
+    """Write bytes to path (a new temporary name) and fsync them."""
+    with open(path, 'xb') as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def is_no_space(err):
+    return isinstance(err, OSError) and err.errno in NO_SPACE
+
+
+def no_space(directory, what):
+    return OpsError('no space left on %s writing %s; nothing was kept' % (directory, what), step='write')
+
+
+def publish(partial, target, sha_text, manifest):
+    """Make a validated, fsynced dump a backup: both sidecars written and fsynced under temporary
+    names, then the dump, its checksum and its manifest renamed, the manifest last - the one commit
+    point: retention, pg_restore and preflight take only a dump with its manifest for a backup.
+    On any failure nothing final-named is left (a full disk says so in one line)."""
+    directory = os.path.dirname(target)
+    sha_path, manifest_path = sidecar_paths(target)
+    temps = [(partial, target), (partial_name(sha_path), sha_path), (partial_name(manifest_path), manifest_path)]
+    data = [sha_text.encode('utf-8'), (json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode('utf-8')]
+    renamed = []
+    what = 'the checksum file'
     try:
-        with open(tmp, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        remove(tmp)
+        write_synced(temps[1][0], data[0])
+        what = 'the manifest'
+        write_synced(temps[2][0], data[1])
+        what = 'the directory entries'
+        fsync_path(directory, directory=True)
+        for tmp, final in temps:
+            os.rename(tmp, final)
+            renamed.append(final)
+        fsync_path(directory, directory=True)
+    except BaseException as err:
+        for final in reversed(renamed):  # the manifest first: no commit point survives the cleanup
+            remove(final)
+        for tmp, final in temps:
+            remove(tmp)
+        if is_no_space(err):
+            raise no_space(directory, what)
         raise
-    fsync_path(directory, directory=True)
+    return sha_path, manifest_path
 
 
 def plain_complete(path):
@@ -396,25 +561,62 @@ def prune(paths):
 # --------------------------------------------------------------------------- database
 
 def resolve_tables(cursor, tables):
-    """[(name as given, schema, table)] via to_regclass (SQL identifier syntax; quote mixed case)."""
+    """[(name as given, schema, table, oid)] via to_regclass (SQL identifier syntax; quote mixed case)."""
     resolved = []
     for name in tables or []:
         cursor.execute(
-            'SELECT n.nspname, c.relname FROM pg_catalog.pg_class c '
+            'SELECT n.nspname, c.relname, c.oid::int8 FROM pg_catalog.pg_class c '
             'JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = pg_catalog.to_regclass(%s)',
             (name,))
         row = cursor.fetchone()
         if row is None:
             raise OpsError('verify_tables: table %s does not exist in the database (names use SQL syntax: '
                            'schema.table, double quotes for mixed case)' % name)
-        resolved.append((name, row[0], row[1]))
+        resolved.append((name, row[0], row[1], row[2]))
     return resolved
+
+
+def user_tables(cursor):
+    """{oid: (schema, table)} of the tables whose rows pg_dump dumps unless told otherwise
+    (ordinary tables, not temporary, not of a system schema or an extension)."""
+    cursor.execute(
+        "SELECT c.oid::int8, n.nspname, c.relname FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND c.relpersistence <> 't' "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_)' "
+        "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::regclass "
+        "AND d.objid = c.oid AND d.deptype = 'e')")
+    return dict((oid, (schema, table)) for oid, schema, table in cursor.fetchall())
+
+
+# A TOC line of table data: '<dump id>; 0 <table oid> TABLE DATA <schema> <table> <owner>'.
+TOC_TABLE_DATA = re.compile(rb'^[0-9]+; [0-9]+ ([0-9]+) TABLE DATA ')
+# pg_dump's comment before each table's data in a plain dump.
+PLAIN_TABLE_DATA = re.compile(rb'^-- Data for Name: (.*); Type: TABLE DATA; Schema: (.*); Owner: ')
+
+
+def plain_table_data(path):
+    """{(schema, table)} whose data a plain dump holds, from pg_dump's comment before each."""
+    found = set()
+    with open(path, 'rb') as handle:
+        for line in handle:
+            if line.startswith(b'-- Data for Name: '):
+                match = PLAIN_TABLE_DATA.match(line)
+                if match:
+                    found.add((match.group(2).decode('utf-8', 'replace'), match.group(1).decode('utf-8', 'replace')))
+    return found
+
+
+def tables_without_data(tables, dumped):
+    """Sorted 'schema.table' of tables ({oid: (schema, table)}) whose data the dump does not hold.
+    dumped: the oids of a TOC's TABLE DATA entries, or for a plain dump (schema, table) pairs."""
+    return sorted('%s.%s' % name for oid, name in tables.items() if oid not in dumped and name not in dumped)
 
 
 def count_rows(cursor, resolved):
     from psycopg import sql
     counts = {}
-    for name, schema, table in resolved:
+    for name, schema, table, oid in resolved:
         cursor.execute(sql.SQL('SELECT count(*) FROM {}').format(postgres.identifier(schema, table)))
         counts['%s.%s' % (schema, table)] = cursor.fetchone()[0]
     return counts
@@ -440,6 +642,9 @@ class Backup:
         self.fmt = params.get('format') or 'custom'
         validate_options(self.fmt, params.get('jobs'), params.get('keep'), params.get('compress'))
         self.extra_args = check_extra_args(params.get('extra_args'))
+        postgres.check_table_names('verify_tables', params.get('verify_tables'), 'nothing was written')
+        if dumps_no_data(dump_selection(self.extra_args)) and not params.get('allow_no_data'):
+            raise OpsError(no_data_message(self.extra_args))
         if bool(params.get('dest')) == bool(params.get('path')):
             raise OpsError('give exactly one of dest (a directory; the file name is generated) or path')
 
@@ -485,7 +690,7 @@ class Backup:
             pg_dump_version=dump_version_text, pg_dump=pg_dump,
             command=dump_command(pg_dump, self.fmt, target + '.partial-XXXX', '<snapshot>', compress,
                                  self.p.get('jobs'), self.extra_args),
-            verify_tables=['%s.%s' % (schema, table) for name, schema, table in tables],
+            verify_tables=['%s.%s' % (schema, table) for name, schema, table, oid in tables],
             would_prune=to_prune(directory, facts['database'], self.p.get('keep'), target),
             dest_exists=os.path.isdir(directory),
             msg='would write %s (%s format) from database %s (%d bytes on the server; %d bytes free at %s). '
@@ -515,14 +720,17 @@ class Backup:
                 tables = resolve_tables(cursor, self.p.get('verify_tables'))
                 pg_dump, dump_version_text, dump_version, pg_restore = self.programs(facts['server_major'])
                 compress = parse_compress(self.p.get('compress'), self.fmt, dump_version[0])
+                jobs, warnings = self.capped_jobs(cursor)
                 row_counts = count_rows(cursor, tables)
+                dumpable = user_tables(cursor)
                 target = self.target(facts['database'])
                 directory = os.path.dirname(target)
                 if not os.path.isdir(directory):
                     os.makedirs(directory, mode=0o700)
-                partial = '%s.partial-%s' % (target, uuid.uuid4().hex[:12])
-                argv = dump_command(pg_dump, self.fmt, partial, snapshot, compress, self.p.get('jobs'),
-                                    self.extra_args)
+                removed = [path for path in stale_partials(directory, backup_names(facts['database'], self.p.get('path')))
+                           if remove(path)]
+                partial = partial_name(target)
+                argv = dump_command(pg_dump, self.fmt, partial, snapshot, compress, jobs, self.extra_args)
                 dump_timer = Timer()
                 env = postgres.libpq_env(self.p, database=facts['database'], base=self.env)
                 self.run_step('pg_dump', argv, env, partial)
@@ -535,42 +743,58 @@ class Backup:
         finally:
             conn.close()
 
-        try:
-            toc_entries, toc_note = self.validate(partial, pg_restore, env)
-            fsync_tree(partial)
-            fsync_path(directory, directory=True)
-        except BaseException:
-            remove(partial)
-            raise
         name = os.path.basename(target)
-        digest, sidecar, size = checksum(partial, name)
-        os.rename(partial, target)
-        fsync_path(directory, directory=True)
-
+        try:
+            toc_entries, toc_note, dumped = self.validate(partial, pg_restore, env)
+            without_data = tables_without_data(dumpable, dumped)
+            holds_data = not dumpable or len(without_data) < len(dumpable)
+            if not holds_data and not self.p.get('allow_no_data'):
+                raise OpsError(no_data_message(self.extra_args), step='validate')
+            fsync_tree(partial)
+            digest, sidecar, size = checksum(partial, name)
+        except BaseException as err:
+            remove(partial)
+            if is_no_space(err):
+                raise no_space(directory, 'the dump')
+            raise
+        for table in sorted(set(row_counts) & set(without_data)):
+            del row_counts[table]  # the dump does not hold its rows: no count to claim
+            warnings.append('verify_tables %s: its data is not in the backup (extra_args %s), so no row count is '
+                            'recorded for it' % (table, ' '.join(self.extra_args)))
         manifest = dict(
             tool=MANIFEST_TOOL, manifest_version=MANIFEST_VERSION, file=name, format=self.fmt,
-            compress=compress, jobs=self.p.get('jobs'),
+            compress=compress, jobs=jobs,
             database=facts['database'], server_version=facts['server_version'],
             pg_dump_version=dump_version_text, size_bytes=size, sha256=digest,
             created_at=utc_now().isoformat(), dump_seconds=dump_seconds,
             row_counts=row_counts, toc_entries=toc_entries, toc_note=toc_note,
-            extra_args=self.extra_args,
+            extra_args=self.extra_args, data_selection=dump_selection(self.extra_args),
+            holds_data=holds_data, tables_without_data=without_data,
         )
-        sha_path, manifest_path = sidecar_paths(target)
-        write_atomic(sha_path, sidecar.encode('utf-8'))
-        write_atomic(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode('utf-8'))
+        sha_path, manifest_path = publish(partial, target, sidecar, manifest)
         pruned = prune(to_prune(directory, facts['database'], self.p.get('keep'), target))
         return dict(changed=True, path=target, sha256=digest, size_bytes=size, format=self.fmt,
                     manifest=manifest, manifest_path=manifest_path, sha256_path=sha_path, pruned=pruned,
-                    dump_seconds=dump_seconds, command=argv)
+                    removed_partials=removed, dump_seconds=dump_seconds, command=argv, jobs=jobs, warnings=warnings)
+
+    def capped_jobs(self, cursor):
+        """(jobs, warnings): pg_dump --jobs opens a connection per job plus its own; no more than are free."""
+        jobs = self.p.get('jobs')
+        if not jobs:
+            return jobs, []
+        free, facts = postgres.free_connections(cursor)
+        jobs, warning = postgres.cap_jobs('jobs', jobs, free, facts)
+        return jobs, [warning] if warning else []
 
     def run_step(self, step, argv, env, partial=None, stdout=None):
-        """Run a client program; OpsError naming the step and its stderr tail when it fails."""
+        """Run a client program; OpsError naming the step and its stderr tail when it fails.
+        The program dies with the module (a killed module must not leave pg_dump holding its
+        connection and snapshot, and writing a partial no later run would dare remove)."""
         with tempfile.TemporaryFile() as errors:
             try:
                 process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
                                            stdout=stdout if stdout is not None else subprocess.DEVNULL,
-                                           stderr=errors)
+                                           stderr=errors, preexec_fn=postgres.preexec_die_with_parent())
             except OSError as err:
                 raise OpsError('%s could not be started (%s): %s' % (step, argv[0], err))
             try:
@@ -586,25 +810,36 @@ class Backup:
         if returncode != 0:
             if partial:
                 remove(partial)
+                if any(text in stderr for text in NO_SPACE_TEXT):
+                    raise no_space(os.path.dirname(partial), 'the dump')
             raise OpsError('%s failed (%s); no backup was written: %s'
                            % (step, exit_reason(returncode), tail(stderr, self.secrets) or '(no output)'),
                            step=step, returncode=returncode)
         return stderr
 
     def validate(self, partial, pg_restore, env):
-        """(TOC entry count, note). Reads the dump back; a truncated or damaged dump fails here."""
+        """(TOC entry count, note, what holds table data). Reads the dump back; a truncated or damaged
+        dump fails here. The last is a set of table oids, or for plain SQL of (schema, table)."""
         if self.fmt == 'plain':
             if not plain_complete(partial):
                 raise OpsError('validate failed: the plain dump does not end with pg_dump\'s "dump complete" line '
                                '(truncated?); no backup was written', step='validate')
-            return None, 'plain SQL has no table of contents; checked that pg_dump wrote its closing line'
+            return (None, 'plain SQL has no table of contents; checked that pg_dump wrote its closing line',
+                    plain_table_data(partial))
+        dumped = set()
         with tempfile.TemporaryFile() as listing:
             self.run_step('pg_restore --list', [pg_restore, '--list', partial], env, stdout=listing)
             listing.seek(0)
-            entries = sum(1 for line in listing if line.strip() and not line.startswith(b';'))
+            entries = 0
+            for line in listing:
+                if line.strip() and not line.startswith(b';'):
+                    entries += 1
+                    found = TOC_TABLE_DATA.match(line)
+                    if found:
+                        dumped.add(int(found.group(1)))
         # --list reads the table of contents only; this reads every data block back.
         self.run_step('pg_restore (read back)', [pg_restore, '--file=%s' % os.devnull, partial], env)
-        return entries, 'entries of pg_restore --list; every data block was read back by pg_restore'
+        return entries, 'entries of pg_restore --list; every data block was read back by pg_restore', dumped
 
 
 def _repeatable_read():
@@ -634,5 +869,6 @@ def backup_argument_spec():
         pg_dump_path=dict(type='path'),
         bin_dir=dict(type='path'),
         extra_args=dict(type='list', elements='str', default=[]),
+        allow_no_data=dict(type='bool', default=False),
     )
     return spec

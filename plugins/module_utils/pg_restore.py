@@ -26,11 +26,14 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsErro
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import checksum, file_sha256, tree_files
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_load import ParallelLoad
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
+    cap_jobs,
     connect,
     first_line,
+    free_connections,
     identifier,
     program,
     run_client,
+    validate_size,
 )
 
 try:
@@ -123,16 +126,32 @@ def plain_dump_complete(path):
         return PLAIN_DUMP_END in handle.read()
 
 
-def verify_backup(path, database, params, bin_dir, allow_other_database=False):
-    """Checksum, manifest, database name and readable TOC; returns what was learnt."""
+def data_note(path, manifest):
+    """What the backup leaves out, in a line (pg_backup records it in the manifest), or None."""
+    missing = manifest.get('tables_without_data') or []
+    if manifest.get('holds_data') is not False and not missing:
+        return None
+    args = ' '.join(manifest.get('extra_args') or []) or 'no extra_args'
+    if manifest.get('holds_data') is False:
+        return '%s holds no table data (pg_dump ran with %s): every table is empty after the restore' % (path, args)
+    shown = ', '.join(missing[:5]) + (' and %d more' % (len(missing) - 5) if len(missing) > 5 else '')
+    return ('%s holds no data for %d table(s) (pg_dump ran with %s): %s will be empty after the restore'
+            % (path, len(missing), args, shown))
+
+
+def verify_backup(path, database, params, bin_dir, allow_other_database=False, allow_no_data=False):
+    """Checksum, manifest, database name, what data it holds and readable TOC; returns what was learnt."""
     if not os.path.exists(path):
-        raise OpsError('verify: backup %s does not exist' % path)
+        raise OpsError('verify: src %s does not exist; nothing was touched' % path)
     actual = verify_checksum(path)
     manifest = read_manifest(path)
     source = manifest.get('database')
     if source and source != database and not allow_other_database:
         raise OpsError('verify: %s is a backup of database %r, not %r; set allow_other_database to restore '
                        'it anyway' % (path, source, database))
+    note = data_note(path, manifest)
+    if manifest.get('holds_data') is False and not allow_no_data:
+        raise OpsError('verify: %s; set allow_no_data: true if that is meant (nothing was touched)' % note)
     fmt = detect_format(path, manifest)
     toc_entries = listing = None
     if fmt == 'plain':
@@ -144,7 +163,8 @@ def verify_backup(path, database, params, bin_dir, allow_other_database=False):
         if not toc_entries:
             raise OpsError('verify: the TOC of %s is empty' % path)
     return dict(format=fmt, sha256=actual, manifest=manifest, toc_entries=toc_entries, listing=listing,
-                expected_rows=manifest_row_counts(manifest))
+                expected_rows=manifest_row_counts(manifest), data_note=note,
+                tables_without_data=manifest.get('tables_without_data') or [])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -177,8 +197,9 @@ class Restore:
     """One restore of `src` over `database`; see restore() for the steps."""
 
     def __init__(self, params, database, src, bin_dir=None, maintenance_database='postgres',
-                 clock=time.time, maintenance_work_mem='512MB'):
+                 clock=time.time, maintenance_work_mem='512MB', allow_no_data=False):
         self.params = params
+        self.allow_no_data = allow_no_data
         self.maintenance_work_mem = maintenance_work_mem
         self.database = database
         self.src = src
@@ -354,7 +375,7 @@ PHASES = ('all', 'prepare', 'swap')
 
 def restore(params, database, src, confirm=False, jobs=2, verify_queries=None, keep_previous=1,
             bin_dir=None, allow_other_database=False, maintenance_database='postgres', check_mode=False,
-            phase='all', scratch_database=None, maintenance_work_mem='512MB'):
+            phase='all', scratch_database=None, maintenance_work_mem='512MB', allow_no_data=False):
     """Verify src, restore it into a scratch database, validate, then swap it in for database.
 
     phase 'prepare' stops after validation and leaves the scratch database (the app keeps
@@ -362,9 +383,10 @@ def restore(params, database, src, confirm=False, jobs=2, verify_queries=None, k
     (the only moment the app needs to be stopped). 'all' does both.
     """
     timer = Timer()
+    maintenance_work_mem = validate_size(maintenance_work_mem, 'maintenance_work_mem')
     job = Restore(params, database, src, bin_dir=bin_dir, maintenance_database=maintenance_database,
-                  maintenance_work_mem=maintenance_work_mem)
-    result = dict(changed=False, database=database, src=src, phase=phase, steps=job.steps)
+                  maintenance_work_mem=maintenance_work_mem, allow_no_data=allow_no_data)
+    result = dict(changed=False, database=database, src=src, phase=phase, steps=job.steps, warnings=[])
     try:
         if phase == 'swap':
             _swap_phase(job, result, scratch_database, confirm, keep_previous, check_mode)
@@ -387,11 +409,20 @@ def restore(params, database, src, confirm=False, jobs=2, verify_queries=None, k
 def _prepare_phase(job, result, confirm, jobs, verify_queries, allow_other_database, check_mode):
     """verify, lock, restore into scratch, validate; the scratch database is dropped on failure."""
     started = time.monotonic()
-    backup = verify_backup(job.src, job.database, job.params, job.bin_dir, allow_other_database)
+    backup = verify_backup(job.src, job.database, job.params, job.bin_dir, allow_other_database, job.allow_no_data)
     job.step('verify', started)
     result.update(format=backup['format'], sha256=backup['sha256'], toc_entries=backup['toc_entries'],
-                  expected_rows=backup['expected_rows'])
+                  expected_rows=backup['expected_rows'], tables_without_data=backup['tables_without_data'])
+    if backup['data_note']:
+        result['warnings'].append(backup['data_note'])
     job.open_admin()
+    if jobs and jobs > 1 and backup['format'] != 'plain':
+        # every COPY connection, index build and pg_restore --jobs worker is a connection, plus pg_restore's own
+        with job.admin.cursor() as cursor:
+            free, facts = free_connections(cursor)
+        jobs, warning = cap_jobs('jobs', jobs, free, facts)
+        if warning:
+            result['warnings'].append(warning)
     scratch = scratch_name(job.database, job.stamp, 'restore')
     result.update(scratch_database=scratch, previous_database=scratch_name(job.database, job.stamp, 'pre_restore'))
     result['dropped_leftovers'] = job.leftovers(scratch)
@@ -400,6 +431,8 @@ def _prepare_phase(job, result, confirm, jobs, verify_queries, allow_other_datab
             job.src, scratch, ', then swap it in' if result['phase'] == 'all' else '', result['previous_database'])
         if result['dropped_leftovers']:
             msg += '; it would drop %s, left by an earlier run that did not finish' % ', '.join(result['dropped_leftovers'])
+        if backup['data_note']:
+            msg += '. Note: ' + backup['data_note']
         result.update(changed=True, msg=msg)
         return
     if not confirm and result['phase'] == 'all':

@@ -15,18 +15,30 @@ description:
   - Runs C(pg_dump) to the custom format by default (the directory format with parallel O(jobs), or
     plain SQL when asked). The format and compression are explicit options, never guessed from a
     file name.
-  - The dump is written to a temporary name (C(<final>.partial-<random>)) in the same directory,
-    read back with C(pg_restore) (table of contents and every data block; for plain SQL, the
-    closing line pg_dump writes when it finished), fsynced (every file and the directory, for the
-    directory format) and renamed to its final name only when all that succeeded. If pg_dump fails
-    or is killed, the temporary file is removed and the task fails naming the step and the last
-    lines of its error output.
+  - The dump is written to a temporary name (C(<final>.partial-<pid>-<start time>-<random>), naming
+    the module process that writes it) in the same directory, read back with C(pg_restore) (table of
+    contents and every data block; for plain SQL, the closing line pg_dump writes when it finished)
+    and fsynced (every file and the directory, for the directory format). If pg_dump fails or is
+    killed, the temporary file is removed and the task fails naming the step and the last lines of
+    its error output.
   - Beside the dump go a C(<final>.sha256) file in C(sha256sum) format (C(sha256sum -c) in the
     directory verifies it; for the directory format it lists every file of the dump) and a
     C(<final>.manifest.json) with the database, server and pg_dump versions, size, creation time,
-    row counts of O(verify_tables) and the table-of-contents entry count. Both are written
-    atomically B(after) the dump is final, the manifest last. A dump without its manifest and
-    C(.sha256) is not a complete backup and must not be restored.
+    row counts of O(verify_tables), the table-of-contents entry count and what the dump leaves out.
+    Both are written and fsynced under temporary names too; then the dump, the C(.sha256) and the
+    manifest are renamed, the manifest last. The manifest is the commit point - O(keep),
+    M(hotelbot.ops.pg_restore) and the rollback preflight take nothing without one for a backup.
+  - A full disk (or quota) at any step fails with one line, C(no space left on <dir> writing <what>;
+    nothing was kept), and leaves nothing final-named behind.
+  - pg_dump dies with the module (Linux parent-death signal), so a killed task does not leave it
+    holding a connection and a snapshot. A run removes the temporary files of backups of the same
+    database whose writing process is gone (RV(removed_partials)); never one a live process writes.
+  - What the dump holds is read from the dump itself (its table of contents; for plain SQL, pg_dump's
+    comments). Tables whose data O(extra_args) leave out (C(--exclude-table-data), C(-T), C(-t), C(-n),
+    C(-N) ...) are listed in the manifest (C(tables_without_data), with the selection options as
+    C(data_selection)); their row counts are not claimed; M(hotelbot.ops.pg_restore) warns about them
+    before it starts. A backup without any table data (C(--schema-only), C(--section=pre-data),
+    everything excluded) is refused unless O(allow_no_data=true).
   - The row counts are taken in the transaction whose snapshot pg_dump uses
     (the C(pg_export_snapshot) function and C(--snapshot)), so they match the data in the dump exactly.
   - Connection settings reach pg_dump and pg_restore only through the environment (C(PGHOST),
@@ -80,6 +92,8 @@ options:
   jobs:
     description:
       - Dump this many tables in parallel. Only with O(format=directory).
+      - pg_dump opens a connection per job plus one; O(jobs) is capped at the server's free connections
+        (C(max_connections) less the reserved and those in use), with a warning.
     type: int
   verify_tables:
     description:
@@ -111,9 +125,16 @@ options:
       - Further pg_dump arguments, appended (for example C(--exclude-table-data=audit_log)).
       - Options the module sets (file, format, jobs, compression, snapshot, database, connection)
         and anything carrying a password are refused.
+      - Options that leave data out are recorded in the manifest; see the description.
     type: list
     elements: str
     default: []
+  allow_no_data:
+    description:
+      - Write a backup that holds no table data at all (for example O(extra_args=[--schema-only])).
+        Without it such a backup is refused, since restoring it would empty every table.
+    type: bool
+    default: false
 seealso:
   - name: pg_dump
     description: The PostgreSQL documentation of pg_dump.
@@ -193,6 +214,10 @@ manifest:
     row_counts: {public.bot_messages: 1000}
     toc_entries: 12
     toc_note: entries of pg_restore --list; every data block was read back by pg_restore
+    extra_args: [--exclude-table-data=public.audit_log]
+    data_selection: {exclude_table_data: [public.audit_log]}
+    holds_data: true
+    tables_without_data: [public.audit_log]
 manifest_path:
   description: Path of the manifest.
   returned: success and not check mode
@@ -206,6 +231,15 @@ pruned:
   returned: success and not check mode
   type: list
   elements: str
+removed_partials:
+  description: Temporary files of earlier runs for this database whose writing process was gone, removed.
+  returned: success and not check mode
+  type: list
+  elements: str
+jobs:
+  description: The O(jobs) pg_dump ran with (capped at the server's free connections).
+  returned: success and not check mode
+  type: int
 dump_seconds:
   description: Seconds pg_dump ran.
   returned: success and not check mode
@@ -242,7 +276,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import backup, backup_argument_spec
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import prepare_module
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import prepare_module, with_warnings
 
 
 def main():
@@ -253,7 +287,7 @@ def main():
         required_one_of=[('dest', 'path')],
     )
     prepare_module(module)
-    run(module, lambda: backup(module.params, check_mode=module.check_mode))
+    run(module, with_warnings(module, lambda: backup(module.params, check_mode=module.check_mode)))
 
 
 if __name__ == '__main__':

@@ -28,6 +28,10 @@ description:
   - The old database is kept (O(keep_previous) copies), so the swap can be undone by renaming back.
     Any failure before the swap drops the scratch database and leaves the live one untouched; the
     message names the step.
+  - A backup whose manifest says it leaves table data out (M(hotelbot.ops.pg_backup) with
+    C(--exclude-table-data) and the like) is restored with a warning, before anything starts, naming
+    the tables that will be empty (RV(tables_without_data)); one without any table data is refused
+    unless O(allow_no_data=true).
   - One restore per database at a time (an advisory lock); a second one is refused. A scratch
     database that never validated, found while holding that lock, is what a killed or failed run
     left behind; it is dropped (RV(dropped_leftovers)). Phase V(swap) only swaps in a copy that validated.
@@ -69,6 +73,8 @@ options:
         if anything fails.
       - 1 restores with C(pg_restore --single-transaction).
       - More jobs than the server has cores only adds contention.
+      - Capped at the server's free connections (C(max_connections) less the reserved and those in use,
+        one kept for pg_restore itself), with a warning.
     type: int
     default: 2
   verify_queries:
@@ -108,8 +114,14 @@ options:
     description:
       - C(maintenance_work_mem) for the restore session into the scratch database (index builds);
         the restore also runs with C(synchronous_commit=off), since nothing reads the copy yet.
+      - A PostgreSQL size - V(64MB), V(1GB), or an integer number of kB; anything else fails before
+        anything is touched.
     type: str
     default: 512MB
+  allow_no_data:
+    description: Restore a backup whose manifest says it holds no table data (every table would be empty).
+    type: bool
+    default: false
 seealso:
   - module: hotelbot.ops.pg_backup
   - module: hotelbot.ops.pg_check
@@ -154,9 +166,14 @@ toc_entries:
   returned: when the backup verified
   type: int
 expected_rows:
-  description: Row counts the manifest records.
+  description: Row counts the manifest records (only of tables whose data the backup holds).
   returned: when the backup verified
   type: dict
+tables_without_data:
+  description: Tables whose data the backup leaves out (empty after the restore), as its manifest records them.
+  returned: when the backup verified
+  type: list
+  elements: str
 load:
   description:
     - How the data went in - C(method) (V(parallel copy), V(pg_restore --single-transaction) or
@@ -201,7 +218,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_restore import restore
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec, prepare_module
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec, prepare_module, with_warnings
 
 
 def main():
@@ -218,6 +235,7 @@ def main():
         phase=dict(type='str', choices=['all', 'prepare', 'swap'], default='all'),
         scratch_database=dict(type='str'),
         maintenance_work_mem=dict(type='str', default='512MB'),
+        allow_no_data=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_if=[('phase', 'swap', ['scratch_database'])])
@@ -225,11 +243,12 @@ def main():
     p = module.params
     if p['jobs'] < 1 or p['keep_previous'] < 0:
         module.fail_json(msg='jobs must be at least 1 and keep_previous at least 0')
-    run(module, lambda: restore(
+    run(module, with_warnings(module, lambda: restore(
         p, p['database'], p['src'], confirm=p['confirm'], jobs=p['jobs'], verify_queries=p['verify_queries'],
         keep_previous=p['keep_previous'], bin_dir=p['bin_dir'], allow_other_database=p['allow_other_database'],
         maintenance_database=p['maintenance_database'], check_mode=module.check_mode,
-        phase=p['phase'], scratch_database=p['scratch_database'], maintenance_work_mem=p['maintenance_work_mem']))
+        phase=p['phase'], scratch_database=p['scratch_database'], maintenance_work_mem=p['maintenance_work_mem'],
+        allow_no_data=p['allow_no_data'])))
 
 
 if __name__ == '__main__':

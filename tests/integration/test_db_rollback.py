@@ -2,11 +2,14 @@
 import glob
 import os
 import shutil
+import threading
+import time
 
 import psycopg
 import pytest
 
 from sandbox import control
+from tests.integration.conftest import failed_results
 
 DB = 'hotel_voice_bot'
 
@@ -119,3 +122,64 @@ def test_app_and_database_roll_back_together(db_fresh):
     assert status == 200 and body['version'] == '1.2.0'
     svc = db_fresh.describe()
     assert svc['desiredCount'] == svc['runningCount'] == 3
+
+
+def test_a_failed_offline_restore_starts_the_app_again_at_its_remembered_count(db_fresh):
+    """The app is scaled to 0, the restore fails in validation (a verify query written for a column the
+    backup predates): the live database is untouched and the service is back at 3."""
+    backup = take_backup(db_fresh)
+    damage(db_fresh)
+    damaged, dbs = fingerprint(db_fresh), databases(db_fresh)
+    control.reset_calls(db_fresh.dir)
+    run = db_fresh.playbook('-e', 'rollback_scope=db', '-e', 'rollback_db_backup=%s' % backup,
+                            '-e', 'rollback_db_mode=offline',
+                            '-e', '{"db_restore_verify_queries": ["SELECT bool_and(guest_language IS NOT NULL) '
+                                  'FROM public.bot_messages"]}')
+    assert run.returncode != 0
+    assert [f for f in failed_results(run) if 'verify query failed' in f.get('msg', '')]
+    assert db_fresh.calls().get('ecs:UpdateService', 0) == 2      # stopped, then started again
+    svc = db_fresh.describe()
+    assert svc['desiredCount'] == svc['runningCount'] == 3
+    assert fingerprint(db_fresh) == damaged
+    assert [d for d in databases(db_fresh) if '__restore_' not in d] == [d for d in dbs if '__restore_' not in d]
+    assert not [d for d in databases(db_fresh) if '__restore_' in d or '__pre_restore_' in d]
+
+
+def test_a_failed_swap_with_the_app_stopped_starts_it_again(db_fresh):
+    """Swap mode with the app stopped for the swap: someone has a session open on the scratch copy,
+    so renaming it fails after the app was scaled to 0. The live database is back under its name,
+    and the service at 3."""
+    backup = take_backup(db_fresh)
+    damage(db_fresh)
+    damaged = fingerprint(db_fresh)
+    control.reset_calls(db_fresh.dir)
+    holder = {}
+    stop = threading.Event()
+
+    def hold_a_session_on_the_scratch_copy():
+        while not stop.is_set() and 'conn' not in holder:
+            names = [d for d in databases(db_fresh) if d.startswith(DB + '__restore_')]
+            if names:
+                try:
+                    holder['conn'] = admin(db_fresh, names[0])
+                except psycopg.Error:
+                    pass
+            time.sleep(0.01)
+    watcher = threading.Thread(target=hold_a_session_on_the_scratch_copy, daemon=True)
+    watcher.start()
+    try:
+        run = db_fresh.playbook('-e', 'rollback_scope=db', '-e', 'rollback_db_backup=%s' % backup,
+                                '-e', 'rollback_db_mode=swap', '-e', 'rollback_db_stop_app_for_swap=true')
+    finally:
+        stop.set()
+        watcher.join()
+        if 'conn' in holder:
+            holder['conn'].close()
+    assert 'conn' in holder, 'the scratch copy never appeared'
+    assert run.returncode != 0
+    assert [f for f in failed_results(run) if 'being accessed by other users' in f.get('msg', '')]
+    assert db_fresh.calls().get('ecs:UpdateService', 0) == 2
+    svc = db_fresh.describe()
+    assert svc['desiredCount'] == svc['runningCount'] == 3
+    assert fingerprint(db_fresh) == damaged
+    assert not [d for d in databases(db_fresh) if '__pre_restore_' in d]

@@ -39,7 +39,8 @@ def params(sandbox, **overrides):
                 password=sandbox.secrets['postgres_password'], database=pg(sandbox)['database'],
                 sslmode=None, sslrootcert=None, passfile=None, connect_timeout=10, connect_params={},
                 dest=None, path=None, format='custom', compress=None, jobs=None,
-                verify_tables=['public.bot_messages'], keep=None, pg_dump_path=None, bin_dir=None, extra_args=[])
+                verify_tables=['public.bot_messages'], keep=None, pg_dump_path=None, bin_dir=None, extra_args=[],
+                allow_no_data=False)
     base.update(overrides)
     return base
 
@@ -423,17 +424,194 @@ def test_password_only_in_the_environment_and_the_callers_env_reaches_pg_dump(sa
     assert (tmp_path / 'pgenv').read_text().split() == ['set', 'hotel_voice_bot']
 
 
+# ---------------------------------------------------------------- full disk
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs (we are root here); skipped where it cannot be mounted."""
+    mount_point = tmp_path / 'disk'
+    mount_point.mkdir()
+    mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m,mode=0755', 'tmpfs', str(mount_point)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip('cannot mount a tmpfs here: %s' % mounted.stderr.strip())
+    try:
+        yield str(mount_point)
+    finally:
+        subprocess.run(['umount', '-l', str(mount_point)], check=False)
+
+
+def fill(disk, leave_pages):
+    """Fill the disk with a file so that exactly leave_pages pages stay free."""
+    stat_ = os.statvfs(disk)
+    filler = os.path.join(disk, 'filler')
+    with open(filler, 'ab') as handle:
+        handle.write(b'\0' * ((stat_.f_bavail - leave_pages) * stat_.f_frsize))
+    assert os.statvfs(disk).f_bavail == leave_pages
+
+
+@pytest.mark.parametrize('spare_pages, what', [(-2, 'the dump'), (0, 'the checksum file'), (1, 'the manifest')])
+def test_a_full_disk_keeps_nothing_and_says_so(sandbox, small_disk, tmp_path, spare_pages, what):
+    """The disk fills while the dump, its checksum or its manifest is written: one line naming the
+    directory and what was being written, and nothing of the backup is left behind."""
+    probe = b.backup(params(sandbox, dest=str(tmp_path / 'probe')))
+    pages = -(-probe['size_bytes'] // os.statvfs(small_disk).f_frsize)  # the same data dumps to the same size
+    dest = os.path.join(small_disk, 'backups')
+    os.mkdir(dest)
+    fill(small_disk, pages + spare_pages)
+    with pytest.raises(OpsError) as caught:
+        b.backup(params(sandbox, dest=dest))
+    assert caught.value.msg == 'no space left on %s writing %s; nothing was kept' % (dest, what)
+    assert os.listdir(dest) == []
+    os.unlink(os.path.join(small_disk, 'filler'))  # with room again, the next run succeeds
+    assert_complete_backup(b.backup(params(sandbox, dest=dest)), dest, 'custom')
+
+
+# ---------------------------------------------------------------- what the dump holds
+
+@pytest.fixture
+def with_audit_log(sandbox, scratch):
+    """A database with the bot's messages and a big log table one might leave out of a backup."""
+    source = scratch()
+    with su_connect(sandbox, source) as conn:
+        conn.execute('CREATE TABLE bot_messages (id int primary key, body text)')
+        conn.execute("INSERT INTO bot_messages SELECT g, 'm' || g FROM generate_series(1, 300) g")
+        conn.execute('CREATE TABLE audit_log (id int, entry text)')
+        conn.execute("INSERT INTO audit_log SELECT g, 'a' || g FROM generate_series(1, 700) g")
+    return source
+
+
+@pytest.mark.parametrize('fmt', ['custom', 'plain'])
+def test_excluded_table_data_is_recorded_and_not_counted(sandbox, dest, scratch, with_audit_log, fmt):
+    result = b.backup(superuser_params(sandbox, with_audit_log, dest=dest, format=fmt,
+                                       verify_tables=['public.bot_messages', 'public.audit_log'],
+                                       extra_args=['--exclude-table-data=audit_log']))
+    manifest = assert_complete_backup(result, dest, fmt)
+    assert manifest['row_counts'] == {'public.bot_messages': 300}  # no claim about rows the dump does not hold
+    assert manifest['tables_without_data'] == ['public.audit_log'] and manifest['holds_data'] is True
+    assert manifest['data_selection'] == {'exclude_table_data': ['audit_log']}
+    assert any('public.audit_log' in w for w in result['warnings'])
+    target = scratch()
+    restore(sandbox, result['path'], target, fmt)
+    assert count(sandbox, target, 'public.bot_messages') == 300 and count(sandbox, target, 'public.audit_log') == 0
+
+
+def test_only_some_tables_dumped_lists_the_rest(sandbox, dest, with_audit_log):
+    result = b.backup(superuser_params(sandbox, with_audit_log, dest=dest, verify_tables=['public.audit_log'],
+                                       extra_args=['-t', 'audit_log']))
+    assert result['manifest']['tables_without_data'] == ['public.bot_messages']
+    assert result['manifest']['row_counts'] == {'public.audit_log': 700}
+    assert result['manifest']['data_selection'] == {'tables': ['audit_log']}
+
+
+@pytest.mark.parametrize('extra_args', [['--schema-only'], ['--section=pre-data', '--section=post-data'],
+                                        ['--exclude-table-data=*']])
+def test_a_backup_without_any_data_is_refused_unless_allowed(sandbox, dest, with_audit_log, extra_args):
+    with pytest.raises(OpsError) as caught:
+        b.backup(superuser_params(sandbox, with_audit_log, dest=dest, verify_tables=[], extra_args=extra_args))
+    assert caught.value.msg.startswith('extra_args %s leave no table data' % ' '.join(extra_args))
+    assert 'allow_no_data' in caught.value.msg and os.listdir(dest) == []
+    allowed = b.backup(superuser_params(sandbox, with_audit_log, dest=dest, verify_tables=['bot_messages'],
+                                        extra_args=extra_args, allow_no_data=True))
+    assert allowed['manifest']['holds_data'] is False and allowed['manifest']['row_counts'] == {}
+    assert allowed['manifest']['tables_without_data'] == ['public.audit_log', 'public.bot_messages']
+
+
+# ---------------------------------------------------------------- parallel jobs
+
+def test_jobs_are_capped_at_the_free_connections(sandbox, dest, scratch):
+    with su_connect(sandbox) as conn:
+        most = conn.execute("SELECT current_setting('max_connections')::int").fetchone()[0]
+    result = b.backup(params(sandbox, dest=dest, format='directory', jobs=100000))
+    assert 1 <= result['jobs'] < most and '--jobs=%d' % result['jobs'] in result['command']
+    assert result['manifest']['jobs'] == result['jobs']
+    assert any(w.startswith('jobs 100000 capped at %d' % result['jobs']) for w in result['warnings'])
+    assert_complete_backup(result, dest, 'directory')
+
+
 # ---------------------------------------------------------------- through Ansible
 
-def test_module_through_ansible(sandbox, dest):
+def run_module(sandbox, args, *options, popen=False):
+    """Run hotelbot.ops.pg_backup ad hoc on localhost, as the sandbox's application role (or Popen it)."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
                PATH=BIN + os.pathsep + os.environ.get('PATH', ''), HOTELBOT_SANDBOX_DIR=str(sandbox.dir),
                PGPASSWORD=sandbox.secrets['postgres_password'])
+    cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-m', 'hotelbot.ops.pg_backup', '-a', args,
+           '-e', 'ansible_python_interpreter=%s' % os.path.join(BIN, 'python')] + list(options)
+    if popen:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def pg_dumps_writing_to(dest):
+    """{pid: parent pid} of pg_dump processes (not zombies) with an output file in dest."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                argv = handle.read().split(b'\0')
+            with open('/proc/%s/stat' % pid) as handle:
+                fields = handle.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if (fields[0] != 'Z' and argv and os.path.basename(argv[0]) == b'pg_dump'
+                and any(a.startswith(b'--file=' + dest.encode()) for a in argv)):
+            found[int(pid)] = int(fields[1])
+    return found
+
+
+def pg_dump_backends(sandbox, database):
+    with su_connect(sandbox) as conn:
+        return conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_dump' AND datname = %s",
+                            (database,)).fetchall()
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_killed_module_takes_pg_dump_with_it_and_the_next_run_cleans_up(sandbox, dest, scratch):
+    """SIGKILL the module mid-dump: pg_dump dies with it (no process, no backend), and the next run
+    removes the partial it left and writes a complete backup."""
+    source = scratch()
+    with su_connect(sandbox, source) as conn:
+        conn.execute('CREATE TABLE t (id int)')
+        conn.execute('INSERT INTO t SELECT generate_series(1, 1000)')
+    blocker = su_connect(sandbox, source)
+    blocker.autocommit = False
+    # pg_dump waits for its lock on t as long as this transaction lasts: "mid-dump", for as long as we like.
+    blocker.execute('LOCK TABLE t IN ACCESS EXCLUSIVE MODE')
+    args = 'host=%s port=%s user=%s database=%s dest=%s' % (
+        pg(sandbox)['socket_dir'], pg(sandbox)['port'], pg(sandbox)['superuser'], source, dest)
+    ansible = run_module(sandbox, args, popen=True)
+    try:
+        wait_for(lambda: pg_dumps_writing_to(dest) and pg_dump_backends(sandbox, source), 60,
+                 'pg_dump never started')
+        writers = list(pg_dumps_writing_to(dest).items())
+        assert len(writers) == 1, writers
+        module = writers[0][1]
+        os.kill(module, signal.SIGKILL)
+        wait_for(lambda: not pg_dumps_writing_to(dest), 5, 'pg_dump outlived the module')
+        blocker.rollback()
+        wait_for(lambda: not pg_dump_backends(sandbox, source), 10, "pg_dump's backend outlived the module")
+    finally:
+        blocker.close()
+        ansible.wait(120)
+    left = os.listdir(dest)
+    assert len(left) == 1 and '.partial-%d-' % module in left[0]  # the debris a killed module leaves ...
+    result = b.backup(superuser_params(sandbox, source, dest=dest, verify_tables=['t']))
+    assert result['removed_partials'] == [os.path.join(dest, left[0])]  # ... is gone after the next run
+    assert_complete_backup(result, dest, 'custom')
+    assert result['manifest']['row_counts'] == {'public.t': 1000}
+
+
+def test_module_through_ansible(sandbox, dest):
     args = 'host=%s port=%s user=%s database=%s dest=%s verify_tables=public.bot_messages keep=1' % (
         pg(sandbox)['host'], pg(sandbox)['port'], pg(sandbox)['user'], pg(sandbox)['database'], dest)
-    cmd = [os.path.join(BIN, 'ansible'), 'localhost', '-m', 'hotelbot.ops.pg_backup', '-a', args,
-           '-e', 'ansible_python_interpreter=%s' % os.path.join(BIN, 'python'), '-o']
-    completed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+    completed = run_module(sandbox, args, '-o')
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert 'CHANGED' in completed.stdout
     assert sandbox.secrets['postgres_password'] not in completed.stdout + completed.stderr
@@ -441,8 +619,7 @@ def test_module_through_ansible(sandbox, dest):
     assert result['changed'] and result['manifest']['row_counts'] == {'public.bot_messages': 1000}
     assert_complete_backup(result, dest, 'custom')
 
-    check = subprocess.run(cmd[:-1] + ['--check', '-o'], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=120, check=False)
+    check = run_module(sandbox, args, '--check', '-o')
     assert check.returncode == 0, check.stdout + check.stderr
     assert '"would_prune": [' in check.stdout and result['path'] in check.stdout
     assert sorted(os.listdir(dest)) == sorted(os.path.basename(result['path']) + s for s in

@@ -208,13 +208,91 @@ def test_prepare_then_swap(live, tmp_path):
         restore(params(live), DB, backup, phase='swap', scratch_database=scratch, confirm=True)
 
 
-def pg_backup_of(sandbox, tmp_path, fmt, jobs=None):
+def pg_backup_of(sandbox, tmp_path, fmt, jobs=None, **options):
     """A backup written by our own pg_backup (sidecar and manifest included)."""
     from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import backup, backup_argument_spec
     p = dict((name, spec.get('default')) for name, spec in backup_argument_spec().items())
     p.update(params(sandbox), dest=str(tmp_path / 'backups'), format=fmt, jobs=jobs,
-             verify_tables=['public.msgs'], bin_dir=sandbox.state['postgres']['bin_dir'])
+             verify_tables=['public.msgs'], bin_dir=sandbox.state['postgres']['bin_dir'], **options)
     return backup(p)['path']
+
+
+def test_a_backup_that_leaves_data_out_says_so_before_the_restore_starts(live, tmp_path):
+    make_backup(live, tmp_path, 40)
+    with admin(live, DB) as conn:
+        conn.execute('CREATE TABLE audit_log (id int)')
+        conn.execute('INSERT INTO audit_log SELECT generate_series(1, 50)')
+    path = pg_backup_of(live, tmp_path, 'custom', extra_args=['--exclude-table-data=audit_log'])
+    planned = restore(params(live), DB, path, check_mode=True, bin_dir=live.state['postgres']['bin_dir'])
+    assert planned['tables_without_data'] == ['public.audit_log']
+    assert planned['warnings'] and 'public.audit_log will be empty' in planned['warnings'][0]
+    assert '--exclude-table-data=audit_log' in planned['msg']
+    done = restore(params(live), DB, path, confirm=True, bin_dir=live.state['postgres']['bin_dir'])
+    assert done['row_counts'] == {'public.msgs': 40} and done['tables_without_data'] == ['public.audit_log']
+    with admin(live, DB) as conn:
+        assert conn.execute('SELECT count(*) FROM audit_log').fetchone()[0] == 0
+
+
+def test_a_backup_without_data_is_refused_unless_allowed(live, tmp_path):
+    make_backup(live, tmp_path, 40)
+    path = pg_backup_of(live, tmp_path, 'custom', extra_args=['--schema-only'], allow_no_data=True)
+    with admin(live, DB) as conn:
+        conn.execute('DELETE FROM msgs WHERE id > 30')
+    before, dbs = fingerprint(live), databases(live)
+    with pytest.raises(OpsError, match='verify: .* holds no table data .*--schema-only.*set allow_no_data: true'):
+        restore(params(live), DB, path, confirm=True, bin_dir=live.state['postgres']['bin_dir'])
+    assert fingerprint(live) == before and databases(live) == dbs
+    restore(params(live), DB, path, confirm=True, allow_no_data=True, bin_dir=live.state['postgres']['bin_dir'])
+    assert fingerprint(live)[0] == 0
+
+
+def test_a_bad_maintenance_work_mem_changes_nothing(live, tmp_path):
+    backup = make_backup(live, tmp_path, 5)
+    before, dbs = fingerprint(live), databases(live)
+    with pytest.raises(OpsError) as caught:
+        restore(params(live), DB, backup, confirm=True, maintenance_work_mem='64MB -c statement_timeout=1')
+    assert caught.value.msg.startswith('maintenance_work_mem must be a PostgreSQL size') and not caught.value.changed
+    assert fingerprint(live) == before and databases(live) == dbs
+
+
+def test_restore_jobs_are_capped_at_the_free_connections(live, tmp_path):
+    backup = make_backup(live, tmp_path, 2000)
+    with admin(live) as conn:
+        most = conn.execute("SELECT current_setting('max_connections')::int").fetchone()[0]
+    result = restore(params(live), DB, backup, confirm=True, jobs=100000)
+    assert 2 <= result['load']['jobs'] < most and fingerprint(live)[0] == 2000
+    assert any(w.startswith('jobs 100000 capped at %d' % result['load']['jobs']) for w in result['warnings'])
+
+
+def fake_pg_restore(tmp_path, real_bin, exit_code):
+    """A bin_dir whose pg_restore streams a table's data exactly as the real one does (end-of-data
+    marker included) and then exits non-zero; every other call is the real pg_restore."""
+    bin_dir = tmp_path / 'fakebin'
+    bin_dir.mkdir()
+    script = bin_dir / 'pg_restore'
+    script.write_text('#!/bin/bash\n'
+                      'case " $* " in\n'
+                      '  *" --data-only "*" -f - "*) "%s/pg_restore" "$@" || exit $?; echo "pg_restore: error: '
+                      'injected failure" >&2; exit %d;;\n'
+                      'esac\n'
+                      'exec "%s/pg_restore" "$@"\n' % (real_bin, exit_code, real_bin))
+    script.chmod(0o755)
+    (bin_dir / 'psql').symlink_to(os.path.join(real_bin, 'psql'))
+    return str(bin_dir)
+
+
+def test_a_clean_stream_from_a_failing_pg_restore_fails_the_restore(live, tmp_path):
+    """The parallel load reads a table's rows from pg_restore's output (a directory archive): the
+    stream ends with its end-of-data marker, but pg_restore exits 1 - the restore must fail."""
+    make_backup(live, tmp_path, 300)
+    path = pg_backup_of(live, tmp_path, 'directory', 2)
+    with admin(live, DB) as conn:
+        conn.execute('DELETE FROM msgs WHERE id > 100')
+    before, dbs = fingerprint(live), databases(live)
+    bin_dir = fake_pg_restore(tmp_path, live.state['postgres']['bin_dir'], 1)
+    with pytest.raises(OpsError, match=r'reading the data of public\.msgs from the archive failed \(exit 1\).*injected'):
+        restore(params(live), DB, path, confirm=True, jobs=2, bin_dir=bin_dir)
+    assert fingerprint(live) == before and databases(live) == dbs
 
 
 @pytest.mark.parametrize('fmt, jobs', [('custom', None), ('directory', 2), ('plain', None)])

@@ -1,14 +1,19 @@
 """Unit tests of module_utils.pg_backup that need no server: naming, options, argv, files, retention."""
 import datetime
+import errno
 import hashlib
 import json
 import os
 import signal
+import stat
 import subprocess
+import sys
+import time
 
 import pytest
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import pg_backup as b
+from ansible_collections.hotelbot.ops.plugins.module_utils import postgres
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 
 NOW = datetime.datetime(2026, 11, 22, 21, 15, 0, tzinfo=datetime.timezone.utc)
@@ -18,7 +23,7 @@ def params(**overrides):
     base = dict(host='db.example', port=5432, user='bot', password='s3cret-pw', database='hotel_voice_bot',
                 sslmode=None, sslrootcert=None, passfile=None, connect_timeout=10, connect_params={},
                 dest='/backups', path=None, format='custom', compress=None, jobs=None, verify_tables=[],
-                keep=None, pg_dump_path=None, bin_dir=None, extra_args=[])
+                keep=None, pg_dump_path=None, bin_dir=None, extra_args=[], allow_no_data=False)
     base.update(overrides)
     return base
 
@@ -210,10 +215,216 @@ def test_checksum_of_a_directory_lists_every_file_deterministically(tmp_path):
                           capture_output=True).returncode == 0
 
 
-def test_write_atomic_leaves_no_partial(tmp_path):
-    target = tmp_path / 'a.manifest.json'
-    b.write_atomic(str(target), b'{}\n')
-    assert target.read_bytes() == b'{}\n' and os.listdir(tmp_path) == ['a.manifest.json']
+def a_validated_partial(tmp_path):
+    target = str(tmp_path / 'db-20261122T211500Z.dump')
+    partial = b.partial_name(target)
+    with open(partial, 'wb') as handle:
+        handle.write(b'PGDMP dump')
+    return partial, target
+
+
+def test_publish_makes_all_three_visible_the_manifest_last(tmp_path, monkeypatch):
+    partial, target = a_validated_partial(tmp_path)
+    order = []
+    real_rename = os.rename
+    monkeypatch.setattr(b.os, 'rename', lambda src, dst: (order.append(os.path.basename(dst)), real_rename(src, dst)))
+    b.publish(partial, target, 'abc  x\n', dict(tool=b.MANIFEST_TOOL))
+    assert order == ['db-20261122T211500Z.dump', 'db-20261122T211500Z.dump.sha256',
+                     'db-20261122T211500Z.dump.manifest.json']
+    assert sorted(os.listdir(tmp_path)) == sorted(order)
+    assert json.loads((tmp_path / order[2]).read_text()) == dict(tool=b.MANIFEST_TOOL)
+
+
+@pytest.mark.parametrize('failing_write, what', [(1, 'the checksum file'), (2, 'the manifest')])
+@pytest.mark.parametrize('code', [errno.ENOSPC, errno.EDQUOT])
+def test_publish_on_a_full_disk_keeps_nothing(tmp_path, monkeypatch, failing_write, what, code):
+    """The disk fills while a sidecar is written (or fsynced): one line, and nothing of the backup is left."""
+    partial, target = a_validated_partial(tmp_path)
+    writes = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            writes.append(fd)
+            if len(writes) == failing_write:
+                raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+    monkeypatch.setattr(b.os, 'fsync', fsync)
+    with pytest.raises(OpsError) as caught:
+        b.publish(partial, target, 'abc  x\n', dict(tool=b.MANIFEST_TOOL))
+    assert caught.value.msg == 'no space left on %s writing %s; nothing was kept' % (tmp_path, what)
+    assert os.listdir(tmp_path) == []
+
+
+def test_publish_failing_at_the_last_rename_removes_what_was_renamed(tmp_path, monkeypatch):
+    partial, target = a_validated_partial(tmp_path)
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if dst.endswith('.manifest.json'):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        real_rename(src, dst)
+    monkeypatch.setattr(b.os, 'rename', rename)
+    with pytest.raises(OpsError, match='no space left on'):
+        b.publish(partial, target, 'abc  x\n', {})
+    assert os.listdir(tmp_path) == []
+
+
+def failing_fsync(fd):
+    raise OSError(errno.EIO, 'I/O error')
+
+
+def test_other_errors_while_publishing_keep_nothing_and_pass_through(tmp_path, monkeypatch):
+    partial, target = a_validated_partial(tmp_path)
+    monkeypatch.setattr(b.os, 'fsync', failing_fsync)
+    with pytest.raises(OSError, match='I/O error'):
+        b.publish(partial, target, 'abc  x\n', {})
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- leftovers of killed runs
+
+def a_dead_process():
+    child = subprocess.Popen(['true'])
+    start = b.process_start(child.pid)
+    child.wait()
+    return child.pid, start
+
+
+def test_partial_names_name_their_writer(tmp_path):
+    found = b.PARTIAL.match(os.path.basename(b.partial_name(str(tmp_path / 'db-x.dump'))))
+    assert found.group('final') == 'db-x.dump' and int(found.group('pid')) == os.getpid()
+    assert int(found.group('start')) == b.process_start(os.getpid()) > 0
+
+
+def test_stale_partials_are_those_of_this_database_whose_writer_is_gone(tmp_path):
+    pid, start = a_dead_process()
+    names = {
+        'stale': 'hotel-20261122T211500Z.dump.partial-%d-%d-0123abcd' % (pid, start),
+        'stale_sidecar': 'hotel-20261122T211500Z-2.dump.manifest.json.partial-%d-%d-0123abcd' % (pid, start),
+        'stale_dir': 'hotel-20261122T211500Z.dir.partial-%d-%d-0123abcd' % (pid, start),
+        'live': os.path.basename(b.partial_name(str(tmp_path / 'hotel-20261122T211501Z.dump'))),
+        'pid_reused': 'hotel-20261122T211500Z.dump.partial-%d-%d-0123abcd' % (os.getpid(), 12345),
+        'unknown_start': 'hotel-20261122T211500Z.dump.partial-%d-0-0123abcd' % pid,
+        'other_database': 'hotel-x-20261122T211500Z.dump.partial-%d-%d-0123abcd' % (pid, start),
+        'old_style': 'hotel-20261122T211500Z.dump.partial-0123456789ab',
+        'not_ours': 'notes.txt.partial-%d-%d-0123abcd' % (pid, start),
+    }
+    for key, name in names.items():
+        if key == 'stale_dir':
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_text(key)
+    stale = b.stale_partials(str(tmp_path), b.backup_names('hotel'))
+    assert sorted(stale) == sorted(str(tmp_path / names[k]) for k in ('stale', 'stale_sidecar', 'stale_dir', 'pid_reused'))
+    explicit = b.stale_partials(str(tmp_path), b.backup_names('hotel', path='/x/notes.txt'))
+    assert explicit == [str(tmp_path / names['not_ours'])]
+
+
+def test_child_programs_die_with_their_parent(tmp_path):
+    """The preexec_fn pg_backup starts every client program with: the child dies when its parent does."""
+    pid_file = tmp_path / 'pid'
+    parent = subprocess.Popen([sys.executable, '-c', (
+        'import subprocess, sys, time\n'
+        'sys.path[:0] = %r\n'
+        'from ansible_collections.hotelbot.ops.plugins.module_utils import postgres\n'
+        'child = subprocess.Popen(["sleep", "60"], preexec_fn=postgres.preexec_die_with_parent())\n'
+        'open(%r, "w").write(str(child.pid))\n'
+        'time.sleep(60)\n') % (sys.path, str(pid_file))])
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 5
+    while b.process_start(child) is not None and process_state(child) != 'Z':
+        assert time.monotonic() < deadline, 'the child outlived its parent'
+        time.sleep(0.05)
+
+
+def process_state(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------- what the dump holds
+
+@pytest.mark.parametrize('args, selection', [
+    ([], {}),
+    (['--schema-only'], dict(schema_only=True)),
+    (['-s'], dict(schema_only=True)),
+    (['-vs'], dict(schema_only=True)),
+    (['--schema-o'], dict(schema_only=True)),  # getopt_long takes an unambiguous prefix
+    (['--exclude-table-data=audit_log', '--exclude-table-data', 'public.t*'], dict(exclude_table_data=['audit_log', 'public.t*'])),
+    (['-T', 'a', '-Tb', '--exclude-table=c'], dict(exclude_tables=['a', 'b', 'c'])),
+    (['-t', 'x', '--table=y', '-n', 's', '-N', 'z', '--schema=q'], dict(tables=['x', 'y'], schemas=['s', 'q'], exclude_schemas=['z'])),
+    (['--section=pre-data', '--section', 'post-data'], dict(sections=['pre-data', 'post-data'])),
+    (['-a', '--no-unlogged-table-data'], dict(data_only=True, no_unlogged_table_data=True)),
+    (['-E', 'UTF8', '--verbose', '--lock-wait-timeout=5s'], {}),
+    (['-ET'], {}),  # -E takes "T" as its value
+])
+def test_dump_selection(args, selection):
+    assert b.dump_selection(args) == selection
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--schema-only'], True), (['-s'], True), (['--section=pre-data', '--section=post-data'], True),
+    (['--section=data'], False), (['--exclude-table-data=*'], False), ([], False), (['-a'], False),
+])
+def test_dumps_no_data(args, expected):
+    assert b.dumps_no_data(b.dump_selection(args)) is expected
+
+
+def test_a_backup_without_data_is_refused_before_connecting_unless_allowed():
+    with pytest.raises(OpsError) as caught:
+        b.Backup(params(extra_args=['--schema-only']))
+    assert caught.value.msg.startswith('extra_args --schema-only leave no table data in the backup')
+    assert 'allow_no_data' in caught.value.msg and '\n' not in caught.value.msg
+    b.Backup(params(extra_args=['--schema-only'], allow_no_data=True))
+
+
+def test_tables_without_data():
+    tables = {1: ('public', 'a'), 2: ('public', 'b'), 3: ('s', 'c')}
+    assert b.tables_without_data(tables, {1, 3}) == ['public.b']
+    assert b.tables_without_data(tables, {('public', 'a')}) == ['public.b', 's.c']
+    assert b.tables_without_data(tables, set()) == ['public.a', 'public.b', 's.c']
+
+
+def test_plain_table_data(tmp_path):
+    dump = tmp_path / 'x.sql'
+    dump.write_bytes(b'--\n-- Data for Name: bot_messages; Type: TABLE DATA; Schema: public; Owner: hotelbot\n--\n\n'
+                     b'COPY public.bot_messages (id) FROM stdin;\n1\n\\.\n'
+                     b'-- Data for Name: Guest list; Type: TABLE DATA; Schema: Odd schema; Owner: -\n')
+    assert b.plain_table_data(str(dump)) == {('public', 'bot_messages'), ('Odd schema', 'Guest list')}
+
+
+# ---------------------------------------------------------------- shared PostgreSQL helpers
+
+@pytest.mark.parametrize('value, expected', [('64MB', '64MB'), ('1GB', '1GB'), ('65536', '65536'), ('512 MB', '512MB'),
+                                             ('8kB', '8kB')])
+def test_validate_size(value, expected):
+    assert postgres.validate_size(value, 'maintenance_work_mem') == expected
+
+
+@pytest.mark.parametrize('value', ['512MB -c statement_timeout=0', '1 GB x', '-1', '1.5GB', 'lots', '', '64mb'])
+def test_validate_size_refuses_anything_else(value):
+    with pytest.raises(OpsError) as caught:
+        postgres.validate_size(value, 'maintenance_work_mem')
+    assert caught.value.msg.startswith('maintenance_work_mem must be a PostgreSQL size') and '\n' not in caught.value.msg
+
+
+def test_cap_jobs():
+    facts = dict(max_connections=100, reserved_connections=3, in_use=90)
+    assert postgres.cap_jobs('jobs', 4, 7, facts) == (4, None)
+    jobs, warning = postgres.cap_jobs('jobs', 100000, 7, facts)
+    assert jobs == 6 and warning == ('jobs 100000 capped at 6: the server has 7 free connections '
+                                     '(max_connections 100, 3 reserved, 90 in use)')
+    assert postgres.cap_jobs('jobs', 8, 0, facts)[0] == 1
 
 
 def test_plain_complete(tmp_path):
