@@ -23,6 +23,7 @@ __metaclass__ = type
 import http.client
 import json
 import math
+import os
 import re
 import socket
 import ssl
@@ -34,25 +35,29 @@ from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.masking import MASK, is_secret_name, mask_userinfo, userinfo_secrets
 
 USER_AGENT = 'hotelbot.ops-http_check/0.1'
-MASK = '********'
 MAX_ERRORS = 5
 MAX_BODY_SHOWN = 1024
 MAX_JSON_KEPT = 65536
+# Bodies are read in chunks of this size; past max_body_bytes they are counted, not kept, so
+# memory stays near concurrency x max_body_bytes whatever the servers send.
+READ_CHUNK = 256 * 1024
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+MAX_MAX_BODY_BYTES = 64 * 1024 * 1024
+# Bytes http.client refuses in a URL (it raises InvalidURL when sending).
+_URL_BAD_CHARS = re.compile('[\x00-\x20\x7f]')
 READ_ONLY_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS'])
 
-# Query-string keys whose values are credentials: masked in reported URLs, hidden everywhere.
-SECRET_KEY_RE = re.compile(r'token|key|secret|passw|pwd|auth|credential|signature|^sig$', re.I)
-# Plain headers whose values are credentials all the same (secret_headers is the place for them).
-SECRET_HEADER_RE = re.compile(r'authorization|cookie|token|secret|passw|api[-_]?key', re.I)
+# Which query keys and headers hold credentials, and URL userinfo: masking.py (one rule for every module).
 METHOD_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 # Top-level defaults, the same as the module's argument spec (used when a key is absent).
 DEFAULTS = dict(
     base_url=None, count=1, concurrency=1, timeout=10.0, validate_certs=True, ca_path=None,
     headers=None, secret_headers=None, max_latency_ms=None, retries=0, retry_delay=1.0,
-    fail_on_error=True, follow_redirects=True, use_proxy=True,
+    fail_on_error=True, follow_redirects=True, use_proxy=True, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
 )
 
 
@@ -92,6 +97,26 @@ def latency_stats(values_ms):
 
 # --------------------------------------------------------------------------- URLs and secrets
 
+def url_problem(name, url):
+    """None when url is an http:// or https:// URL with a host and a usable port, else a one-line
+    message naming the option. A URL that does not parse is not repeated (it may hold a password)."""
+    if not isinstance(url, str) or not url.strip():
+        return '%s must be an http:// or https:// URL with a host, got an empty value' % name
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as err:
+        return '%s is not a valid URL: %s' % (name, str(err).replace('Port', 'port', 1))
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        return '%s must be an http:// or https:// URL with a host, got %r' % (name, mask_url(url))
+    if port == 0:
+        return '%s is not a valid URL: port 0 is not a port to connect to' % name
+    if _URL_BAD_CHARS.search(url):
+        return '%s must not contain spaces or control characters (percent-encode them), got %r' % (
+            name, mask_url(url))
+    return None
+
+
 def join_url(base_url, path):
     """path appended to base_url with exactly one slash between them (a base path is kept)."""
     if not path:
@@ -111,7 +136,7 @@ def add_query(url, query):
 
 def _secret_key(key, extra_keys):
     name = urllib.parse.unquote_plus(key)
-    return name in extra_keys or bool(SECRET_KEY_RE.search(name))
+    return name in extra_keys or is_secret_name(name)
 
 
 def mask_url(url, extra_keys=()):
@@ -120,12 +145,8 @@ def mask_url(url, extra_keys=()):
     Other query parameters are kept byte for byte. extra_keys are query keys masked whatever
     their name (the keys of secret_query).
     """
-    parts = urllib.parse.urlsplit(url)
+    parts = urllib.parse.urlsplit(mask_userinfo(url))
     netloc = parts.netloc
-    if '@' in netloc:
-        userinfo, host = netloc.rsplit('@', 1)
-        if ':' in userinfo:
-            netloc = '%s:%s@%s' % (userinfo.split(':', 1)[0], MASK, host)
     query = parts.query
     if query:
         masked = []
@@ -142,13 +163,20 @@ def url_secrets(url, extra_keys=()):
     """The credential values in url (as sent and decoded): secret query values, userinfo password."""
     found = []
     parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        found.extend([parts.password, urllib.parse.unquote(parts.password)])
+    found.extend(userinfo_secrets(url))
     for item in parts.query.split('&') if parts.query else []:
         key, eq, value = item.partition('=')
         if eq and value and _secret_key(key, extra_keys):
             found.extend([value, urllib.parse.unquote_plus(value)])
     return [v for v in found if v]
+
+
+def url_secrets_any(url, extra_keys=()):
+    """url_secrets of any text: a URL urllib cannot split (http://u:pw@[::1) still gives its password."""
+    try:
+        return url_secrets(url, extra_keys)
+    except ValueError:
+        return userinfo_secrets(url)
 
 
 def header_secrets(value):
@@ -267,7 +295,8 @@ class Check:
 
     def __init__(self, name, url, method='GET', headers=None, data=None, status=None,
                  json_fields=None, body_contains=None, count=1, concurrency=1, timeout=10.0,
-                 max_latency_ms=None, run_in_check_mode=False, secret_query_keys=()):
+                 max_latency_ms=None, run_in_check_mode=False, secret_query_keys=(),
+                 max_body_bytes=DEFAULT_MAX_BODY_BYTES):
         self.name = name
         self.url = url
         self.method = method.upper()
@@ -281,18 +310,26 @@ class Check:
         self.timeout = timeout
         self.max_latency_ms = max_latency_ms
         self.run_in_check_mode = run_in_check_mode
+        self.max_body_bytes = max_body_bytes
         self.display_url = mask_url(url, secret_query_keys)
 
 
 class Sample:
-    """The outcome of one request: a status and body, or an error; latency in ms."""
+    """The outcome of one request: a status and body, or an error; latency in ms.
 
-    def __init__(self, status=None, body=None, latency_ms=None, error=None, charset=None):
+    body is at most the check's max_body_bytes; body_bytes counts the whole body received and
+    truncated says whether body is only its beginning.
+    """
+
+    def __init__(self, status=None, body=None, latency_ms=None, error=None, charset=None, body_bytes=0,
+                 truncated=False):
         self.status = status
         self.body = body
         self.latency_ms = latency_ms
         self.error = error
         self.charset = charset or 'utf-8'
+        self.body_bytes = body_bytes
+        self.truncated = truncated
 
     def text(self):
         return (self.body or b'').decode(self.charset, 'replace')
@@ -305,15 +342,26 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def tls_context(validate_certs=True, ca_path=None):
+    """The TLS context of the requests; OpsError naming ca_path when it cannot be used."""
+    if validate_certs:
+        if ca_path is not None and not os.path.isfile(ca_path):
+            raise OpsError('ca_path %s does not exist or is not a file, nothing was requested' % ca_path)
+        try:
+            return ssl.create_default_context(cafile=ca_path)
+        except (OSError, ssl.SSLError) as err:
+            reason = getattr(err, 'reason', None) or getattr(err, 'strerror', None) or err
+            raise OpsError('ca_path %s is not a PEM file of CA certificates (%s), nothing was requested'
+                           % (ca_path, reason))
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def build_opener(validate_certs=True, ca_path=None, follow_redirects=True, use_proxy=True):
     """A urllib opener for the checks (shared by the worker threads; it keeps no state)."""
-    if validate_certs:
-        context = ssl.create_default_context(cafile=ca_path)
-    else:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    handlers = [urllib.request.HTTPSHandler(context=context)]
+    handlers = [urllib.request.HTTPSHandler(context=tls_context(validate_certs, ca_path))]
     if not use_proxy:
         handlers.append(urllib.request.ProxyHandler({}))
     if not follow_redirects:
@@ -345,6 +393,24 @@ def describe_error(err, timeout):
     return '%s: %s' % (type(reason).__name__, reason) if not isinstance(reason, str) else reason
 
 
+def read_body(response, limit):
+    """(the first limit bytes, the byte count of the whole body, whether it was longer than limit).
+
+    Reads in READ_CHUNK pieces and drops what is past limit, so memory does not grow with the body.
+    """
+    kept = bytearray()
+    total = 0
+    while True:
+        chunk = response.read(READ_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        room = limit - len(kept)
+        if room > 0:
+            kept += chunk[:room]
+    return bytes(kept), total, total > limit
+
+
 def send(opener, check, clock=time.perf_counter):
     """Make one request of check; never raises for network or HTTP errors."""
     request = urllib.request.Request(check.url, data=check.data, headers=check.headers,
@@ -353,7 +419,7 @@ def send(opener, check, clock=time.perf_counter):
     try:
         response = opener.open(request, timeout=check.timeout)
         try:
-            body = response.read()
+            body, size, cut = read_body(response, check.max_body_bytes)
             status = response.status
             charset = response.headers.get_content_charset()
         finally:
@@ -363,14 +429,15 @@ def send(opener, check, clock=time.perf_counter):
         status = err.code
         charset = err.headers.get_content_charset() if err.headers is not None else None
         try:
-            body = err.read()
+            body, size, cut = read_body(err, check.max_body_bytes)
         except Exception:  # pylint: disable=broad-except
-            body = b''
+            body, size, cut = b'', 0, False
         finally:
             err.close()
     except Exception as err:  # pylint: disable=broad-except
         return Sample(latency_ms=(clock() - started) * 1000.0, error=describe_error(err, check.timeout))
-    return Sample(status=status, body=body, latency_ms=(clock() - started) * 1000.0, charset=charset)
+    return Sample(status=status, body=body, latency_ms=(clock() - started) * 1000.0, charset=charset,
+                  body_bytes=size, truncated=cut)
 
 
 def assess(check, sample):
@@ -381,8 +448,16 @@ def assess(check, sample):
     if sample.status not in check.status:
         errors.append('expected status %s, got %d' % (check.status, sample.status))
     if check.body_contains is not None and check.body_contains not in sample.text():
-        errors.append('body does not contain %s' % _show(check.body_contains))
+        if sample.truncated:
+            errors.append('body does not contain %s in its first %d bytes (max_body_bytes; the body is %d bytes)'
+                          % (_show(check.body_contains), check.max_body_bytes, sample.body_bytes))
+        else:
+            errors.append('body does not contain %s' % _show(check.body_contains))
     if check.json_fields:
+        if sample.truncated:
+            errors.append('response is %d bytes, more than max_body_bytes %d: not checked as JSON'
+                          % (sample.body_bytes, check.max_body_bytes))
+            return errors
         try:
             data = json.loads(sample.text())
         except ValueError as err:
@@ -399,8 +474,9 @@ def _response_view(sample):
     if sample is None or sample.status is None:
         return None
     text = sample.text()
-    view = dict(status=sample.status, body=text[:MAX_BODY_SHOWN], json=None)
-    if len(text) <= MAX_JSON_KEPT:
+    view = dict(status=sample.status, body=text[:MAX_BODY_SHOWN], json=None, body_bytes=sample.body_bytes,
+                truncated=sample.truncated)
+    if len(text) <= MAX_JSON_KEPT and not sample.truncated:
         try:
             view['json'] = json.loads(text)
         except ValueError:
@@ -427,6 +503,8 @@ def run_check(check, opener, clock=time.perf_counter):
             outcomes = list(pool.map(one, range(check.count)))
 
     status_counts = Counter(str(s.status) for s, _e in outcomes if s.status is not None)
+    body_bytes = sum(s.body_bytes for s, _e in outcomes)
+    truncated = sum(1 for s, _e in outcomes if s.truncated)
     latency = latency_stats([s.latency_ms for s, _e in outcomes if s.status is not None])
     distinct = []
     for _sample, errors in outcomes:
@@ -448,6 +526,8 @@ def run_check(check, opener, clock=time.perf_counter):
         failed=failed,
         status_counts=dict(sorted(status_counts.items())),
         latency_ms=latency,
+        body_bytes=body_bytes,
+        body_truncated=truncated,
         errors=distinct[:MAX_ERRORS - len(extra)] + extra,
         attempts=1,
         response=_response_view(outcomes[-1][0] if outcomes else None),
@@ -459,7 +539,7 @@ def skipped_result(check, reason):
     return dict(
         passed=True, skipped=True, skip_reason=reason, url=check.display_url, method=check.method,
         count=check.count, ok=0, failed=0, status_counts={}, latency_ms=latency_stats([]),
-        errors=[], attempts=0, response=None, elapsed_s=0.0,
+        body_bytes=0, body_truncated=0, errors=[], attempts=0, response=None, elapsed_s=0.0,
     )
 
 
@@ -512,18 +592,22 @@ def summary_line(name, result):
 
 # --------------------------------------------------------------------------- input
 
+# Upper bounds: a typo (count: 100000000000, timeout: 36000000) would otherwise hang the play for days.
+MAXIMUMS = dict(count=100000, concurrency=256, timeout=3600, retries=100, retry_delay=3600)
+
+
 def _number(problems, where, name, value, minimum, strict=False):
     if value is None:
         return
-    if strict and value <= minimum:
+    maximum = MAXIMUMS.get(name)
+    if math.isnan(value):
+        problems.append('%s%s must be a number, got %s' % (where, name, value))
+    elif strict and value <= minimum:
         problems.append('%s%s must be greater than %g, got %s' % (where, name, minimum, value))
     elif not strict and value < minimum:
         problems.append('%s%s must be at least %g, got %s' % (where, name, minimum, value))
-
-
-def _http_url(url):
-    parts = urllib.parse.urlsplit(url)
-    return parts.scheme in ('http', 'https') and bool(parts.hostname)
+    elif maximum is not None and value > maximum:
+        problems.append('%s%s must be at most %g, got %s' % (where, name, maximum, value))
 
 
 def _merge_headers(*layers):
@@ -546,23 +630,29 @@ def build_checks(params, hide=None):
     p.update((k, v) for k, v in params.items() if v is not None or k not in DEFAULTS)
     problems = []
     base_url = p.get('base_url')
-    if base_url and not _http_url(base_url):
-        problems.append('base_url must be an http:// or https:// URL with a host, got %r' % mask_url(base_url))
+    if isinstance(base_url, str):
+        hide(*url_secrets_any(base_url))
+    if base_url is not None:
+        problem = url_problem('base_url', base_url)
+        if problem:
+            problems.append(problem)
+            base_url = None
     for name in ('count', 'concurrency'):
         _number(problems, '', name, p[name], 1)
     _number(problems, '', 'timeout', p['timeout'], 0, strict=True)
     _number(problems, '', 'max_latency_ms', p['max_latency_ms'], 0, strict=True)
     _number(problems, '', 'retries', p['retries'], 0)
     _number(problems, '', 'retry_delay', p['retry_delay'], 0)
+    max_body = p['max_body_bytes']
+    if max_body is None or not 1 <= max_body <= MAX_MAX_BODY_BYTES:
+        problems.append('max_body_bytes must be between 1 and %d, got %s' % (MAX_MAX_BODY_BYTES, max_body))
 
     top_secrets = p['secret_headers'] or {}
     for value in top_secrets.values():
         hide(*header_secrets(value))
     for key, value in (p['headers'] or {}).items():
-        if value and SECRET_HEADER_RE.search(str(key)):
+        if value and is_secret_name(key):
             hide(*header_secrets(value))
-    if base_url:
-        hide(*url_secrets(base_url))
 
     checks = []
     seen = set()
@@ -583,7 +673,7 @@ def build_checks(params, hide=None):
         for value in (raw.get('secret_headers') or {}).values():
             hide(*header_secrets(value))
         for key, value in (raw.get('headers') or {}).items():
-            if value and SECRET_HEADER_RE.search(str(key)):
+            if value and is_secret_name(key):
                 hide(*header_secrets(value))
         for value in secret_query.values():
             if value not in (None, ''):
@@ -594,12 +684,18 @@ def build_checks(params, hide=None):
         if url and path:
             problems.append('%sset url or path, not both' % where)
         elif url:
-            if not _http_url(url):
-                problems.append('%surl must be an http:// or https:// URL with a host, got %r'
-                                % (where, mask_url(url, secret_query)))
+            hide(*url_secrets_any(url))
+            problem = url_problem('url', url)
+            if problem:
+                problems.append(where + problem)
+                url = None
         elif base_url:
             url = join_url(base_url, path or '')
-        else:
+            problem = url_problem('path', url)
+            if problem:
+                problems.append(where + problem)
+                url = None
+        elif p.get('base_url') is None:
             problems.append('%sneeds url, or path together with base_url' % where)
         if url:
             url = add_query(url, secret_query)
@@ -652,6 +748,7 @@ def build_checks(params, hide=None):
             concurrency=concurrency, timeout=float(timeout), max_latency_ms=max_latency,
             run_in_check_mode=bool(raw.get('run_in_check_mode')),
             secret_query_keys=tuple(str(k) for k in secret_query),
+            max_body_bytes=max_body,
         ))
     if problems:
         raise OpsError('invalid input, nothing was requested: ' + '; '.join(problems))

@@ -16,11 +16,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
+    check_table_names as check_table_syntax,
     connect,
+    database_label,
+    parse_table_name,
     postgres_argument_spec,
     quote_ident,
 )
@@ -33,6 +37,7 @@ except ImportError:  # pragma: no cover - require_psycopg() reports it
     sql = None
 
 QUERY_TEXT_LIMIT = 500
+MAX_SLOW_QUERY_LIMIT = 1000
 # Relation kinds whose rows can be counted: table, partitioned table, materialized view,
 # view, foreign table.
 COUNTABLE = {'r': 'table', 'p': 'partitioned table', 'm': 'materialized view', 'v': 'view', 'f': 'foreign table'}
@@ -57,71 +62,6 @@ def argument_spec():
 
 
 # --------------------------------------------------------------------------- pure helpers
-
-def parse_table_name(name):
-    """(schema or None, table) from a name written the way SQL writes it.
-
-    Splits on the first dot outside double quotes. A part in double quotes is taken
-    literally ("" inside it is one "); a part without quotes is folded to lower case,
-    as PostgreSQL does. Raises ValueError for names that are not one or two identifiers.
-    """
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError('empty table name')
-    parts = []
-    current = []
-    quoted_part = False
-    i = 0
-    text = name.strip()
-    in_quotes = False
-    while i < len(text):
-        char = text[i]
-        if in_quotes:
-            if char == '"':
-                if i + 1 < len(text) and text[i + 1] == '"':
-                    current.append('"')
-                    i += 2
-                    continue
-                in_quotes = False
-            else:
-                current.append(char)
-        elif char == '"':
-            if current:
-                raise ValueError('a quote inside an unquoted identifier in %r' % name)
-            in_quotes = True
-            quoted_part = True
-        elif char == '.':
-            parts.append(_finish_part(current, quoted_part, name))
-            current = []
-            quoted_part = False
-        else:
-            if quoted_part:
-                raise ValueError('text after a closing quote in %r (a dot must separate schema and table)' % name)
-            current.append(char)
-        i += 1
-    if in_quotes:
-        raise ValueError('unterminated quote in %r' % name)
-    parts.append(_finish_part(current, quoted_part, name))
-    if len(parts) > 2:
-        raise ValueError('%r has more than one unquoted dot; write it as schema.table and quote a name '
-                         'that contains a dot ("my.table")' % name)
-    if len(parts) == 1:
-        return None, parts[0]
-    return parts[0], parts[1]
-
-
-def _finish_part(chars, quoted, name):
-    part = ''.join(chars)
-    if quoted:
-        if part == '':
-            raise ValueError('empty quoted identifier in %r' % name)
-        return part
-    part = part.strip()
-    if not part:
-        raise ValueError('empty identifier in %r' % name)
-    if any(c.isspace() for c in part):
-        raise ValueError('%r contains spaces outside quotes; quote the identifier ("%s")' % (name, part))
-    return part.lower()
-
 
 def qualified_text(schema, table):
     """The quoted text form (for to_regclass and messages): "schema"."table"."""
@@ -189,6 +129,12 @@ def slow_query_problems(result, fail_on_slow_queries, require):
         problems.append('%d slow queries with mean time above %s ms (slowest %.1f ms)' % (
             len(result['queries']), result['threshold_ms'], result['queries'][0]['mean_ms']))
     return problems
+
+
+def check_table_names(tables, min_rows):
+    """OpsError naming the option and the entry for the first name that is not schema.table SQL syntax."""
+    check_table_syntax('tables', tables, 'nothing was checked')
+    check_table_syntax('min_rows', list(min_rows or {}), 'nothing was checked')
 
 
 def check_min_rows(min_rows):
@@ -372,15 +318,20 @@ def slow_queries(conn, server_version_num, threshold_ms=100.0, limit=10):
 def check(params):
     """Run every requested check; returns the result dict or raises OpsError with it."""
     min_rows = check_min_rows(params.get('min_rows'))
-    if params.get('slow_query_limit', 10) < 1:
-        raise OpsError('slow_query_limit must be at least 1')
+    check_table_names(params.get('tables'), min_rows)
+    limit = params.get('slow_query_limit', 10)
+    if limit is None or not 1 <= limit <= MAX_SLOW_QUERY_LIMIT:
+        raise OpsError('slow_query_limit must be between 1 and %d, got %s' % (MAX_SLOW_QUERY_LIMIT, limit))
+    threshold = params.get('slow_query_threshold_ms', 100.0)
+    if threshold is None or math.isnan(threshold) or threshold < 0:
+        raise OpsError('slow_query_threshold_ms must be at least 0, got %s' % threshold)
     started = time.monotonic()
     conn = connect(params)
     connect_ms = round((time.monotonic() - started) * 1000, 3)
     try:
         result = _checks(conn, params, min_rows, connect_ms)
     except psycopg.Error as err:
-        raise OpsError('PostgreSQL error while checking database %s: %s' % (params.get('database'), _error_text(err)))
+        raise OpsError('PostgreSQL error while checking database %s: %s' % (database_label(params), _error_text(err)))
     finally:
         conn.close()
     if result['problems']:

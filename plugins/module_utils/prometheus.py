@@ -40,7 +40,7 @@ import urllib.request
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 from ansible_collections.hotelbot.ops.plugins.module_utils.http import (
-    build_opener, describe_error, mask_url, url_secrets)
+    build_opener, describe_error, json_type, mask_url, read_body, url_problem, url_secrets_any)
 
 USER_AGENT = 'hotelbot.ops-prometheus_gate/0.1'
 HEALTHY = 'healthy'
@@ -51,6 +51,10 @@ MAX_SAMPLES_RETURNED = 120
 # Prometheus refuses range queries of more than 11000 points per series.
 MAX_POINTS = 11000
 GAP_FACTOR = 1.5
+# A query_range answer is at most MAX_POINTS points per series; more than this is not one to judge.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# Each retry waits retry_delay: more than this many only delays the decision of a dead Prometheus.
+MAX_RETRIES = 10
 
 DEFAULTS = dict(
     url=None, job=None, selector=None, metric='http_requests_total', status_label='status',
@@ -357,19 +361,22 @@ class Client:
             response = self.opener.open(request, timeout=self.timeout)
             try:
                 status = response.status
-                raw = response.read()
+                raw, size, cut = read_body(response, MAX_ANSWER_BYTES)
             finally:
                 response.close()
         except urllib.error.HTTPError as err:
             status = err.code
             try:
-                raw = err.read()
+                raw, size, cut = read_body(err, MAX_ANSWER_BYTES)
             except Exception:  # pylint: disable=broad-except
-                raw = b''
+                raw, size, cut = b'', 0, False
             finally:
                 err.close()
         except Exception as err:  # pylint: disable=broad-except
             return True, describe_error(err, self.timeout)
+        if cut:
+            return False, 'HTTP %s: the answer is %d bytes, more than the %d this gate reads; use a longer step' % (
+                status, size, MAX_ANSWER_BYTES)
         try:
             answer = json.loads(raw.decode('utf-8', 'replace'))
         except ValueError:
@@ -377,7 +384,7 @@ class Client:
         if not isinstance(answer, dict):
             answer = {}
         if status == 200 and answer.get('status') == 'success':
-            return None, answer.get('data') or {}
+            return None, answer.get('data')
         detail = answer.get('error') or raw.decode('utf-8', 'replace').strip()[:200] or 'no body'
         kind = answer.get('errorType')
         text = 'HTTP %s%s: %s' % (status, ' (%s)' % kind if kind else '', detail)
@@ -403,10 +410,81 @@ class Client:
     def query_range(self, query, start, end, step):
         data = self.call('/api/v1/query_range', dict(query=query, start=repr(start), end=repr(end),
                                                      step=repr(step)))
-        if data.get('resultType') != 'matrix':
-            raise OpsError('query_range answered %r, not a matrix: the query must be an instant vector '
-                           'expression' % data.get('resultType'))
-        return [dict(metric=s.get('metric') or {}, values=s.get('values') or []) for s in data.get('result') or []]
+        return parse_matrix(data)
+
+
+def _number(value):
+    """A sample's float: Prometheus writes values as strings ("0.05", "NaN", "+Inf"); None if unusable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def parse_matrix(data):
+    """[{metric, values: [[ts, float], ...]}] from the data of a query_range answer.
+
+    An answer that is not the API's matrix shape (data a list, result not a list, a sample that is
+    not [time, number]) raises QueryError naming what is wrong: the query-error policy decides, the
+    gate never guesses from it. A resultType other than matrix is the query's fault (OpsError).
+    """
+    def unusable(what):
+        return QueryError('Prometheus answered unusable data: %s' % what)
+
+    if not isinstance(data, dict):
+        raise unusable('data is %s, not an object' % _json_kind(data))
+    kind = data.get('resultType')
+    if kind is None:
+        raise unusable('data has no resultType')
+    if kind != 'matrix':
+        raise OpsError('query_range answered %r, not a matrix: the query must be an instant vector '
+                       'expression' % (kind,))
+    result = data.get('result')
+    if not isinstance(result, list):
+        raise unusable('data.result is %s, not a list' % _json_kind(result))
+    series = []
+    for index, item in enumerate(result):
+        where = 'data.result[%d]' % index
+        if not isinstance(item, dict):
+            raise unusable('%s is %s, not an object' % (where, _json_kind(item)))
+        metric = item.get('metric', {})
+        values = item.get('values')
+        if not isinstance(metric, dict):
+            raise unusable('%s.metric is %s, not an object' % (where, _json_kind(metric)))
+        if not isinstance(values, list):
+            raise unusable('%s.values is %s, not a list' % (where, _json_kind(values)))
+        samples = []
+        for pos, pair in enumerate(values):
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise unusable('%s.values[%d] is not a [time, value] pair' % (where, pos))
+            ts, value = _number(pair[0]), _number(pair[1])
+            if ts is None or math.isnan(ts) or math.isinf(ts):
+                raise unusable('%s.values[%d] has the time %s, not a number' % (where, pos, _shown(pair[0])))
+            if value is None:
+                raise unusable('%s.values[%d] has the value %s, not a number' % (where, pos, _shown(pair[1])))
+            samples.append([ts, value])
+        series.append(dict(metric=metric, values=samples))
+    return series
+
+
+# How an answer's JSON type reads in a message (http.json_type names the type).
+JSON_KIND_WORDS = dict(null='missing or null', boolean='a boolean', number='a number', string='a string',
+                       array='a list', object='an object')
+
+
+def _json_kind(value):
+    return JSON_KIND_WORDS[json_type(value)]
+
+
+def _shown(value):
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + '...'
 
 
 def auth_headers(bearer_token=None, username=None, password=None):
@@ -421,6 +499,22 @@ def auth_headers(bearer_token=None, username=None, password=None):
 
 # --------------------------------------------------------------------------- input
 
+def threshold_problems(threshold, latency_p95_max=None):
+    """Problems of the two limits: the error ratio is a share in (0, 1), the latency limit seconds above 0.
+
+    threshold: 5 meant as 5% would judge a steady 50% error ratio healthy, so it is refused.
+    """
+    problems = []
+    if threshold is None or math.isnan(threshold) or not 0 < threshold < 1:
+        problems.append('threshold is a ratio between 0 and 1 (0.05 for 5%%), not %s'
+                        % ('%g' % threshold if threshold is not None else 'empty'))
+    if latency_p95_max is not None and (math.isnan(latency_p95_max) or math.isinf(latency_p95_max)
+                                        or latency_p95_max <= 0):
+        problems.append('latency_p95_max must be greater than 0 seconds (it is seconds, not a ratio), got %g'
+                        % latency_p95_max)
+    return problems
+
+
 class Settings:
     """The validated parameters, durations in seconds."""
 
@@ -433,7 +527,7 @@ class Settings:
         self.params = p
         problems = []
         url = p.get('url') or ''
-        hide(*url_secrets(url))
+        hide(*url_secrets_any(url))
         if p['bearer_token']:
             hide(p['bearer_token'])
         if p['url_password']:
@@ -443,9 +537,9 @@ class Settings:
             hide(headers['Authorization'].split(' ', 1)[1])
         self.headers = headers
 
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ('http', 'https') or not parts.hostname:
-            problems.append('url must be an http:// or https:// URL with a host, got %r' % mask_url(url))
+        problem = url_problem('url', url)
+        if problem:
+            problems.append(problem)
         if p['bearer_token'] and (p['url_username'] is not None or p['url_password']):
             problems.append('set bearer_token or url_username/url_password, not both')
         if p['url_password'] and p['url_username'] is None:
@@ -468,14 +562,11 @@ class Settings:
                 problems.append('step (%gs) must not be longer than for (%gs)' % (self.step_s, self.for_s))
             elif (self.for_s + 2 * self.step_s) / self.step_s > MAX_POINTS:
                 problems.append('for / step is more than %d points; use a longer step' % MAX_POINTS)
-        if p['threshold'] is None or math.isnan(p['threshold']) or p['threshold'] < 0:
-            problems.append('threshold must be a number at least 0, got %r' % (p['threshold'],))
-        if p['latency_p95_max'] is not None and (p['latency_p95_max'] <= 0 or math.isnan(p['latency_p95_max'])):
-            problems.append('latency_p95_max must be greater than 0 seconds, got %r' % (p['latency_p95_max'],))
+        problems.extend(threshold_problems(p['threshold'], p['latency_p95_max']))
         if p['timeout'] is None or p['timeout'] <= 0 or math.isnan(p['timeout']):
             problems.append('timeout must be greater than 0, got %r' % (p['timeout'],))
-        if p['retries'] is None or p['retries'] < 0:
-            problems.append('retries must be at least 0, got %r' % (p['retries'],))
+        if p['retries'] is None or not 0 <= p['retries'] <= MAX_RETRIES:
+            problems.append('retries must be between 0 and %d, got %r' % (MAX_RETRIES, p['retries']))
         if p['retry_delay'] is None or p['retry_delay'] < 0:
             problems.append('retry_delay must be at least 0, got %r' % (p['retry_delay'],))
         if p['on_no_data'] not in (INCONCLUSIVE, HEALTHY, UNHEALTHY):

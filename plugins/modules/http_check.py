@@ -140,15 +140,15 @@ options:
         type: bool
         default: false
   count:
-    description: Default number of requests per check.
+    description: Default number of requests per check, 1 to 100000.
     type: int
     default: 1
   concurrency:
-    description: Default number of requests in flight at a time per check.
+    description: Default number of requests in flight at a time per check, 1 to 256.
     type: int
     default: 1
   timeout:
-    description: Default seconds to wait for the connection and for each read of a request.
+    description: Default seconds to wait for the connection and for each read of a request, at most 3600.
     type: float
     default: 10
   max_latency_ms:
@@ -159,7 +159,9 @@ options:
     type: bool
     default: true
   ca_path:
-    description: PEM file of the CA certificates to trust instead of the system ones.
+    description:
+      - PEM file of the CA certificates to trust instead of the system ones.
+      - A path that does not exist, or a file that is not PEM certificates, fails the task before any request.
     type: path
   headers:
     description:
@@ -172,11 +174,11 @@ options:
     type: dict
     default: {}
   retries:
-    description: How many more times to run a failing check.
+    description: How many more times to run a failing check, 0 to 100.
     type: int
     default: 0
   retry_delay:
-    description: Seconds to wait before running the failing checks again.
+    description: Seconds to wait before running the failing checks again, at most 3600.
     type: float
     default: 1
   fail_on_error:
@@ -193,6 +195,15 @@ options:
     description: Use the proxy of the C(http_proxy)/C(https_proxy) environment variables (and C(no_proxy)).
     type: bool
     default: true
+  max_body_bytes:
+    description:
+      - How much of each response body is kept (1 to 67108864); the rest is read, counted in RV(checks.body_bytes)
+        and discarded, so memory stays near O(concurrency) x O(max_body_bytes) whatever the server sends.
+      - O(checks[].body_contains) looks at the first O(max_body_bytes) bytes only. A body longer than this
+        fails every O(checks[].json_fields) assertion (the error says the response is longer than
+        O(max_body_bytes) and was not checked as JSON); raise the limit for a larger JSON answer.
+    type: int
+    default: 1048576
 notes:
   - The latency includes connecting (a new connection per request) and reading the body.
   - Paths in O(checks[].json_fields) cannot address keys that contain a dot or a C(|).
@@ -309,6 +320,14 @@ checks:
       description: Number of responses per status code (requests without a response are not counted).
       type: dict
       sample: {"200": 10}
+    body_bytes:
+      description: Bytes of response bodies received by the requests of the (last) attempt, counted in full.
+      type: int
+      sample: 420
+    body_truncated:
+      description: Responses of the (last) attempt whose body was longer than O(max_body_bytes) (only its beginning was kept).
+      type: int
+      sample: 0
     latency_ms:
       description:
         - Latency in milliseconds of the requests that got a response, C(min), C(p50), C(p95), C(max)
@@ -326,10 +345,13 @@ checks:
       sample: 1
     response:
       description:
-        - The last response of the last attempt, C(status), C(body) (first 1024 characters) and C(json)
-          (the decoded body, or null when it is not JSON or above 64 KiB); null when none was received.
+        - The last response of the last attempt, C(status), C(body) (first 1024 characters), C(json)
+          (the decoded body, or null when it is not JSON, above 64 KiB or longer than O(max_body_bytes)),
+          C(body_bytes) (its full length) and C(truncated) (longer than O(max_body_bytes)); null when none was
+          received.
       type: dict
-      sample: {status: 200, body: '{"status": "healthy", "version": "1.4.2"}', json: {status: healthy, version: 1.4.2}}
+      sample: {status: 200, body: '{"status": "healthy", "version": "1.4.2"}', json: {status: healthy, version: 1.4.2},
+               body_bytes: 42, truncated: false}
     elapsed_s:
       description: Seconds the last attempt of the check took.
       type: float
@@ -348,7 +370,9 @@ checks:
       latency_ms: {min: 3.1, p50: 4.2, p95: 9.8, max: 9.8, mean: 4.9}
       errors: []
       attempts: 1
-      response: {status: 200, body: '{"status": "healthy"}', json: {status: healthy}}
+      body_bytes: 210
+      body_truncated: 0
+      response: {status: 200, body: '{"status": "healthy"}', json: {status: healthy}, body_bytes: 21, truncated: false}
       elapsed_s: 0.052
 summary:
   description: One line per check.
@@ -426,6 +450,7 @@ def main():
         fail_on_error=dict(type='bool', default=True),
         follow_redirects=dict(type='bool', default=True),
         use_proxy=dict(type='bool', default=True),
+        max_body_bytes=dict(type='int', default=1048576),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     run(module, lambda: check_http(module.params, check_mode=module.check_mode,

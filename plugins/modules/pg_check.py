@@ -46,6 +46,9 @@ options:
         folded to lower case as PostgreSQL does; quote a part to keep its case or to include dots, spaces or
         quotes, doubling a quote inside it, for example V("Sales"."odd ""name"".v2").
       - Without a schema the table is found through the connection's C(search_path).
+      - An unquoted part may hold only letters, digits, C(_) and C($) (not starting with a digit); anything
+        else (V(bot_messages;drop), a space) fails the task before connecting, naming the entry. Names are
+        always sent quoted, never as SQL text.
       - Results are keyed by the name exactly as given here.
     type: list
     elements: str
@@ -83,11 +86,11 @@ options:
     type: bool
     default: true
   slow_query_threshold_ms:
-    description: Statements with a mean execution time above this many milliseconds are slow.
+    description: Statements with a mean execution time above this many milliseconds are slow (at least 0).
     type: float
     default: 100
   slow_query_limit:
-    description: Return at most this many slow statements, slowest first.
+    description: Return at most this many slow statements, slowest first (1 to 1000).
     type: int
     default: 10
   fail_on_slow_queries:

@@ -73,7 +73,10 @@ options:
     type: raw
     default: 1m
   threshold:
-    description: The error ratio (0.05 is 5%) the ratio must stay above to breach.
+    description:
+      - The error ratio the ratio must stay above to breach, a share strictly between 0 and 1 (V(0.05) is 5%).
+      - A value outside (0, 1) is refused before any query, so V(5) written for "5%" cannot judge a 50% error
+        ratio healthy. O(latency_p95_max) is in seconds and checked on its own.
     type: float
     default: 0.05
   for_duration:
@@ -109,7 +112,7 @@ options:
     default: 10
   retries:
     description:
-      - Retries of a query after a connection error, a timeout or a 5xx/429 answer. A 400 or 422
+      - Retries of a query after a connection error, a timeout or a 5xx/429 answer, 0 to 10. A 400 or 422
         answer (the query is invalid) fails the module at once.
     type: int
     default: 3
@@ -122,7 +125,9 @@ options:
     type: bool
     default: true
   ca_path:
-    description: PEM file of the CA certificates to verify the server with.
+    description:
+      - PEM file of the CA certificates to verify the server with.
+      - A path that does not exist, or a file that is not PEM certificates, fails the task before any query.
     type: path
   use_proxy:
     description: Use the proxy from the C(https_proxy)/C(http_proxy) environment variables.
@@ -159,7 +164,9 @@ options:
   on_query_error:
     description:
       - The decision when Prometheus cannot be asked after the retries (down, unreachable, 5xx,
-        authentication refused). Never V(healthy).
+        authentication refused), or answers something that is not a usable API answer (C(data) not an object,
+        C(result) not a list, a sample value that is not a number; RV(reason) names what was wrong). Never
+        V(healthy). Sample values V(NaN) (counted as missing) and V(+Inf)/V(-Inf) are numbers.
     type: str
     choices: [inconclusive, unhealthy]
     default: inconclusive

@@ -245,7 +245,8 @@ def test_body_contains_and_non_json_body(srv):
     assert result['checks']['t']['passed'] is True
     assert result['checks']['missing']['errors'] == ["body does not contain 'nope'"]
     assert result['checks']['notjson']['errors'][0].startswith('response is not JSON')
-    assert result['checks']['t']['response'] == dict(status=200, body='Hello from the hotel bot', json=None)
+    assert result['checks']['t']['response'] == dict(status=200, body='Hello from the hotel bot', json=None,
+                                                     body_bytes=24, truncated=False)
 
 
 def test_concurrency_overlaps_requests(srv):
@@ -401,6 +402,18 @@ def test_check_mode_skips_non_read_only_methods(srv):
     (dict(base_url='URL', checks=[dict(name='a', path='/x', method='GE T')]), 'is not a valid HTTP method'),
     (dict(base_url='URL', retries=-1, checks=[dict(name='a', path='/x')]), 'retries must be at least 0'),
     (dict(base_url='URL', checks=[]), 'checks must list at least one check'),
+    # Mistakes that used to reach the bug path (ValueError from urllib) or a per-request error:
+    (dict(base_url='http://[::1', checks=[dict(name='a', path='/x')]), 'base_url is not a valid URL: Invalid IPv6 URL'),
+    (dict(base_url='http://127.0.0.1:99999', checks=[dict(name='a', path='/x')]),
+     'base_url is not a valid URL: port out of range 0-65535'),
+    (dict(base_url='http://127.0.0.1:8o8o', checks=[dict(name='a', path='/x')]), 'base_url is not a valid URL: port'),
+    (dict(base_url='http://127.0.0.1:0', checks=[dict(name='a', path='/x')]), 'base_url is not a valid URL: port 0'),
+    (dict(checks=[dict(name='a', url='http://[::1/x')]), "check 'a': url is not a valid URL: Invalid IPv6 URL"),
+    (dict(checks=[dict(name='a', url='https:///x')]), "check 'a': url must be an http:// or https:// URL with a host"),
+    (dict(base_url='URL', checks=[dict(name='a', path='/api/faqs?q=check in')]),
+     "check 'a': path must not contain spaces or control characters"),
+    (dict(base_url='URL', max_body_bytes=0, checks=[dict(name='a', path='/x')]),
+     'max_body_bytes must be between 1 and 67108864, got 0'),
 ])
 def test_bad_input_fails_before_any_request(srv, params, message):
     if params.get('base_url') == 'URL':
@@ -426,3 +439,114 @@ def test_bad_input_does_not_leak_tokens_in_message():
     with pytest.raises(OpsError) as err:
         h.check_http(dict(checks=[dict(name='a', url='ftp://h/x?token=leak-7')]))
     assert 'leak-7' not in err.value.msg and 'token=********' in err.value.msg
+
+
+def test_a_password_in_a_url_that_does_not_parse_is_hidden_and_not_shown():
+    hidden = set()
+    with pytest.raises(OpsError) as err:
+        h.check_http(dict(base_url='http://ops:pw-leak-9@[::1', checks=[dict(name='a', path='/x')]),
+                     hide=lambda *v: hidden.update(v))
+    assert 'pw-leak-9' in hidden and 'pw-leak-9' not in err.value.msg
+    assert '\n' not in err.value.msg
+
+
+def test_a_missing_ca_path_is_named_before_any_request(srv, tmp_path):
+    missing = str(tmp_path / 'nope' / 'ca.pem')
+    with pytest.raises(OpsError) as err:
+        h.check_http(dict(base_url=srv.url, ca_path=missing, checks=[dict(name='a', path='/health')]))
+    assert err.value.msg == 'ca_path %s does not exist or is not a file, nothing was requested' % missing
+    not_pem = tmp_path / 'ca.pem'
+    not_pem.write_text('not a certificate\n')
+    with pytest.raises(OpsError) as err:
+        h.check_http(dict(base_url=srv.url, ca_path=str(not_pem), checks=[dict(name='a', path='/health')]))
+    assert err.value.msg.startswith('ca_path %s is not a PEM file of CA certificates' % not_pem)
+    assert srv.requests == []
+
+
+# ----------------------------------------------------------------------- bodies: read up to max_body_bytes
+
+class Streaming(BaseHTTPRequestHandler):
+    """Answers GET /big?bytes=N with N bytes of JSON-looking text, written 1 MiB at a time."""
+    protocol_version = 'HTTP/1.1'
+    CHUNK = b'{"status": "healthy", "pad": "' + b'x' * (1024 * 1024 - 32) + b'"}\n'
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        size = int(parse_qs(urlsplit(self.path).query)['bytes'][0])
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(size))
+        self.end_headers()
+        sent = 0
+        view = memoryview(self.CHUNK)
+        try:
+            while sent < size:
+                piece = view[:min(len(view), size - sent)]
+                self.wfile.write(piece)
+                sent += len(piece)
+        finally:
+            with self.server.lock:
+                self.server.sent += sent
+
+
+@pytest.fixture
+def streaming():
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), Streaming)
+    srv.daemon_threads = True
+    srv.lock = threading.Lock()
+    srv.sent = 0
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    srv.url = 'http://127.0.0.1:%d' % srv.server_address[1]
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def sent(srv, expected, wait=5.0):
+    """The bytes the server sent, once its threads have counted them (they count after the last write)."""
+    deadline = time.monotonic() + wait
+    while srv.sent < expected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return srv.sent
+
+
+def test_a_body_over_max_body_bytes_is_counted_not_kept(streaming):
+    size = 300 * 1024
+    result = h.check_http(dict(base_url=streaming.url, max_body_bytes=1000, fail_on_error=False, checks=[
+        dict(name='json', path='/big?bytes=%d' % size, json_fields={'status': 'healthy'}),
+        dict(name='head', path='/big?bytes=%d' % size, body_contains='"status": "healthy"'),
+        dict(name='tail', path='/big?bytes=%d' % size, body_contains='"}'),
+    ]))
+    json_check, head, tail = (result['checks'][n] for n in ('json', 'head', 'tail'))
+    for check in (json_check, head, tail):
+        assert check['body_bytes'] == size and check['body_truncated'] == 1
+        assert check['response']['body_bytes'] == size and check['response']['truncated'] is True
+        assert check['response']['json'] is None
+    assert json_check['passed'] is False
+    assert json_check['errors'] == ['response is %d bytes, more than max_body_bytes 1000: not checked as JSON' % size]
+    assert head['passed'] is True   # the text is in the first 1000 bytes
+    assert tail['passed'] is False
+    assert tail['errors'][0].startswith("body does not contain '\"}' in its first 1000 bytes (max_body_bytes")
+    assert sent(streaming, 3 * size) == 3 * size
+
+
+def _limit_memory():
+    # A safety net should the bodies be kept after all: 3 GB of address space, not the machine.
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (3 * 1024 ** 3, 3 * 1024 ** 3))
+
+
+def test_memory_stays_flat_with_20_concurrent_200mb_bodies(streaming):
+    from module_runner import run_module
+    size = 200 * 1024 * 1024
+    outcome = run_module('http_check', dict(base_url=streaming.url, count=20, concurrency=20, timeout=60, checks=[
+        dict(name='big', path='/big?bytes=%d' % size, body_contains='healthy')]), timeout=300,
+        preexec_fn=_limit_memory)
+    assert outcome.result is not None, outcome.stderr[-2000:]
+    check = outcome.result['checks']['big']
+    assert outcome.rc == 0 and check['passed'] is True, outcome.result.get('msg')
+    assert check['body_bytes'] == 20 * size == sent(streaming, 20 * size)
+    assert check['body_truncated'] == 20
+    assert outcome.max_rss < 150 * 1024 * 1024, 'peak RSS %d MiB' % (outcome.max_rss // 2 ** 20)

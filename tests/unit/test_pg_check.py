@@ -17,6 +17,9 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsErro
     ('reports."daily.v2"', ('reports', 'daily.v2')),
     ('  public.t  ', ('public', 't')),
     ('"has space".x', ('has space', 'x')),
+    ('"bot;messages"', (None, 'bot;messages')),                   # quoted: any text is a name
+    ('caf\u00e9.r\u00e9servations', ('caf\u00e9', 'r\u00e9servations')),   # unquoted letters need not be ASCII
+    ('t$1', (None, 't$1')),
 ])
 def test_parse_table_name(name, expected):
     assert p.parse_table_name(name) == expected
@@ -32,6 +35,9 @@ def test_parse_table_name(name, expected):
     ('"a"b', 'text after a closing quote'),
     ('a"b"', 'quote inside an unquoted'),
     ('bot messages', 'spaces outside quotes'),
+    ('bot_messages;drop', "is not an unquoted SQL name (';')"),
+    ("public.bot_messages'--", "is not an unquoted SQL name (\"'-\")"),
+    ('1table', 'it starts with a digit'),
 ])
 def test_parse_table_name_rejects(name, fragment):
     with pytest.raises(ValueError) as err:
@@ -137,3 +143,17 @@ def test_argument_spec_has_connection_and_check_options():
     for option in ('sslmode', 'sslrootcert', 'passfile', 'connect_params', 'tables', 'min_rows',
                    'require_pg_stat_statements', 'integrity_checks'):
         assert option in spec
+
+
+@pytest.mark.parametrize('params, message', [
+    (dict(tables=['public.bot_messages', 'bot_messages; DROP TABLE bot_messages']),
+     "tables: 'bot_messages; DROP TABLE bot_messages' contains spaces outside quotes"),
+    (dict(tables=['bot_messages;drop']), "tables: 'bot_messages;drop' is not an unquoted SQL name (';')"),
+    (dict(min_rows={'x;y': 1}), "min_rows: 'x;y' is not an unquoted SQL name (';')"),
+])
+def test_bad_table_names_are_refused_before_connecting(params, message):
+    # No host is given: reaching connect() would fail differently.
+    with pytest.raises(OpsError) as err:
+        p.check(dict(params, host='/nonexistent', port=1, database='d', user='u'))
+    assert err.value.msg.startswith(message) and err.value.msg.endswith(', nothing was checked')
+    assert '\n' not in err.value.msg

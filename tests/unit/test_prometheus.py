@@ -202,8 +202,9 @@ def test_invalid_input_names_every_problem_and_queries_nothing():
     msg = err.value.msg
     assert msg.startswith('invalid input, nothing was queried: ')
     for part in ('url must be an http:// or https:// URL', 'step must be a duration like 30s',
-                 'threshold must be a number at least 0', 'watch_for and poll_interval need mode=watch',
-                 'set bearer_token or url_username/url_password, not both', 'retries must be at least 0',
+                 'threshold is a ratio between 0 and 1 (0.05 for 5%), not -1',
+                 'watch_for and poll_interval need mode=watch',
+                 'set bearer_token or url_username/url_password, not both', 'retries must be between 0 and 10',
                  'timeout must be greater than 0', 'set job and/or selector', 'status_label must be'):
         assert part in msg, part
     assert 'tok-123456' not in msg
@@ -513,3 +514,111 @@ def test_watch_evaluates_on_a_fixed_cadence():
         p.Client.query_range = original
     assert result['decision'] == p.HEALTHY
     assert slept[:2] == [0.7, 0.7], slept
+
+
+# --------------------------------------------------------------------------- issue 11: limits, bad input, bad answers
+
+@pytest.mark.parametrize('threshold', [5, 1, 0, 1.5, -0.01, float('nan')])
+def test_a_threshold_outside_0_1_is_refused_and_nothing_is_queried(srv, threshold):
+    with pytest.raises(OpsError) as err:
+        gate(srv.url, threshold=threshold)
+    assert 'threshold is a ratio between 0 and 1 (0.05 for 5%%), not %g' % threshold in err.value.msg
+    assert '\n' not in err.value.msg
+    assert srv.requests == []
+
+
+def test_threshold_5_no_longer_judges_a_50pct_error_ratio_healthy(srv):
+    srv.behaviour = (200, matrix(history(-30 * MIN, value=0.5)))
+    assert gate(srv.url, threshold=0.05)['decision'] == 'unhealthy'
+    with pytest.raises(OpsError):
+        gate(srv.url, threshold=5)
+
+
+def test_the_latency_limit_is_seconds_not_a_ratio(srv):
+    # 5 seconds is a fine p95 limit while the ratio threshold stays a share
+    srv.behaviour = (200, matrix(history(1, base=0.0)))
+    assert gate(srv.url, threshold=0.05, latency_p95_max=5)['decision'] == 'healthy'
+    for bad in (0, -1, float('inf')):
+        with pytest.raises(OpsError, match='latency_p95_max must be greater than 0 seconds'):
+            gate(srv.url, latency_p95_max=bad)
+
+
+@pytest.mark.parametrize('retries, ok', [(0, True), (10, True), (11, False), (1000000, False), (-1, False)])
+def test_retries_are_bounded(srv, retries, ok):
+    srv.behaviour = (200, matrix(history(1, base=0.0)))
+    if ok:
+        assert gate(srv.url, retries=retries)['decision'] == 'healthy'
+    else:
+        with pytest.raises(OpsError, match='retries must be between 0 and 10, got %d' % retries):
+            gate(srv.url, retries=retries)
+        assert srv.requests == []
+
+
+@pytest.mark.parametrize('url, message', [
+    ('http://[::1', 'url is not a valid URL: Invalid IPv6 URL'),
+    ('http://127.0.0.1:99999', 'url is not a valid URL: port out of range 0-65535'),
+    ('http://ops:pw-leak-9@[::1', 'url is not a valid URL: Invalid IPv6 URL'),
+    ('127.0.0.1:9090', 'url must be an http:// or https:// URL with a host'),
+    ('http://', 'url must be an http:// or https:// URL with a host'),
+])
+def test_bad_urls_are_named_not_a_bug(url, message):
+    hidden = []
+    with pytest.raises(OpsError) as err:
+        p.gate(dict(url=url, job='x'), hide=lambda *v: hidden.extend(v))
+    assert message in err.value.msg and '\n' not in err.value.msg
+    assert 'pw-leak-9' not in err.value.msg
+    assert ('pw-leak-9' in hidden) == ('pw-leak-9' in url)
+
+
+def test_a_missing_ca_path_is_named(tmp_path):
+    missing = str(tmp_path / 'ca.pem')
+    with pytest.raises(OpsError) as err:
+        p.gate(dict(url='https://127.0.0.1:1', job='x', ca_path=missing))
+    assert err.value.msg == 'ca_path %s does not exist or is not a file, nothing was requested' % missing
+
+
+def answer(data):
+    return {'status': 'success', 'data': data}
+
+
+@pytest.mark.parametrize('body, what', [
+    (answer([]), 'data is a list, not an object'),
+    (answer([{'resultType': 'matrix'}]), 'data is a list, not an object'),
+    ({'status': 'success'}, 'data is missing or null, not an object'),
+    (answer({'result': []}), 'data has no resultType'),
+    (answer({'resultType': 'matrix', 'result': 'none'}), 'data.result is a string, not a list'),
+    (answer({'resultType': 'matrix', 'result': {'a': 1}}), 'data.result is an object, not a list'),
+    (answer({'resultType': 'matrix'}), 'data.result is missing or null, not a list'),
+    (answer({'resultType': 'matrix', 'result': ['x']}), 'data.result[0] is a string, not an object'),
+    (answer({'resultType': 'matrix', 'result': [{'metric': {}}]}), 'data.result[0].values is missing or null'),
+    (answer({'resultType': 'matrix', 'result': [{'metric': [], 'values': []}]}), 'data.result[0].metric is a list'),
+    (answer({'resultType': 'matrix', 'result': [{'values': [[T, '0.01'], [T]]}]}),
+     'data.result[0].values[1] is not a [time, value] pair'),
+    (answer({'resultType': 'matrix', 'result': [{'values': [[T, 'abc']]}]}),
+     'data.result[0].values[0] has the value "abc", not a number'),
+    (answer({'resultType': 'matrix', 'result': [{'values': [[T, None]]}]}),
+     'data.result[0].values[0] has the value null, not a number'),
+    (answer({'resultType': 'matrix', 'result': [{'values': [['yesterday', '0.1']]}]}),
+     'data.result[0].values[0] has the time "yesterday", not a number'),
+])
+def test_an_unusable_answer_is_inconclusive_naming_what_is_wrong(srv, body, what):
+    srv.behaviour = (200, body)
+    result = gate(srv.url)
+    assert result['decision'] == 'inconclusive' and result['healthy'] is False
+    assert what in result['reason'] and what in result['rules']['error_ratio']['query_error']
+    assert len(srv.requests) == 1   # a malformed answer is not retried
+    # the query-error policy decides, as for a Prometheus that cannot be asked
+    assert gate(srv.url, on_query_error='unhealthy')['decision'] == 'unhealthy'
+
+
+def test_nan_and_inf_are_legal_values(srv):
+    # NaN (0/0: no requests) is missing data; +Inf is above any threshold
+    values = history(-30 * MIN, value='+Inf')
+    srv.behaviour = (200, {'status': 'success', 'data': {'resultType': 'matrix', 'result': [
+        {'metric': {}, 'values': [[ts, v] for ts, v in values]}]}})
+    assert gate(srv.url)['decision'] == 'unhealthy'
+    values = [[ts, 'NaN'] for ts, _v in history(1)]
+    srv.behaviour = (200, {'status': 'success', 'data': {'resultType': 'matrix', 'result': [
+        {'metric': {}, 'values': values}]}})
+    result = gate(srv.url)
+    assert result['decision'] == 'inconclusive' and result['rules']['error_ratio']['no_data'] is True

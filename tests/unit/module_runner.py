@@ -1,0 +1,78 @@
+"""Run one of the collection's modules the way Ansible does: a Python process that reads its
+arguments from a JSON file named in argv[1] and prints its result as JSON."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODULES = os.path.join(ROOT, 'plugins', 'modules')
+COLLECTIONS = os.path.join(ROOT, '.collections')
+
+
+class Outcome:
+    """rc, the module's result (None when stdout is not JSON), raw output, peak RSS in bytes."""
+
+    def __init__(self, rc, stdout, stderr, max_rss):
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.max_rss = max_rss
+        try:
+            self.result = json.loads(stdout)
+        except ValueError:
+            self.result = None
+
+
+def module_names():
+    return sorted(name[:-3] for name in os.listdir(MODULES) if name.endswith('.py') and not name.startswith('_'))
+
+
+def run_module(name, args, timeout=120, env=None, preexec_fn=None):
+    """Run plugins/modules/<name>.py with args; the peak RSS is that of this child alone (wait4)."""
+    with tempfile.NamedTemporaryFile('w', suffix='.json', delete=False) as handle:
+        json.dump({'ANSIBLE_MODULE_ARGS': args}, handle)
+        args_path = handle.name
+    full_env = dict(os.environ, PYTHONPATH=COLLECTIONS + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    for proxy in ('http_proxy', 'https_proxy', 'all_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY'):
+        full_env.pop(proxy, None)
+    full_env.update(env or {})
+    try:
+        child = subprocess.Popen([sys.executable, os.path.join(MODULES, name + '.py'), args_path],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, cwd=ROOT,
+                                 preexec_fn=preexec_fn)
+        try:
+            stdout, stderr = _communicate(child, timeout)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                os.waitpid(child.pid, 0)
+        return Outcome(child.returncode, stdout.decode('utf-8', 'replace'), stderr.decode('utf-8', 'replace'),
+                       child.max_rss)
+    finally:
+        os.unlink(args_path)
+
+
+def _communicate(child, timeout):
+    """communicate(), then reap the child with wait4 to read its own resource usage."""
+    import threading
+    out = {}
+
+    def drain(stream, key):
+        out[key] = stream.read()
+
+    readers = [threading.Thread(target=drain, args=(child.stdout, 'out')),
+               threading.Thread(target=drain, args=(child.stderr, 'err'))]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(timeout)
+    if any(reader.is_alive() for reader in readers):
+        child.kill()
+        for reader in readers:
+            reader.join()
+    _pid, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    child.max_rss = usage.ru_maxrss * 1024  # kilobytes on Linux
+    return out.get('out', b''), out.get('err', b'')
