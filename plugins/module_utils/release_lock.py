@@ -9,8 +9,16 @@ only lets the same owner (renewal) or an expired lease through, so of two concur
 acquires exactly one gets a row back. Every time comparison uses the server's clock
 (statement_timestamp()), never the caller's.
 
-The pure helpers (durations, messages, validation) are importable without a server;
-acquire()/release() take module params and talk to PostgreSQL through psycopg 3.
+A lease is short (90 s by default) and kept alive by a heartbeat: after a successful
+acquire a detached renewer process moves the expiry every ttl/3 while the holder (the
+ansible-playbook process, named by the action plugin) lives and the lease is still ours.
+A dead run's lease therefore lapses within one ttl, and nothing extends it beyond what the
+holder's liveness justifies. Releasing another owner's lease (break_owner, force) is
+recorded in an events table beside the lease table.
+
+The pure helpers (durations, messages, validation, liveness, the heartbeat loop) are
+importable without a server; acquire()/release()/renew_lease() talk to PostgreSQL
+through psycopg 3.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -20,13 +28,17 @@ __metaclass__ = type
 import datetime
 import getpass
 import math
+import os
 import re
+import shlex
 import socket
 import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     connect,
+    connection_options,
+    database_label,
     identifier,
     postgres_argument_spec,
 )
@@ -40,7 +52,14 @@ except ImportError:  # pragma: no cover - require_psycopg() reports it
 
 DEFAULT_SCHEMA = 'public'
 DEFAULT_TABLE = 'hotelbot_release_locks'
-DEFAULT_TTL = '30m'
+DEFAULT_TTL = '90s'
+# The heartbeat renews this many times per ttl, so two failed renewals in a row still leave one.
+RENEWALS_PER_TTL = 3
+# One renewal must not hang the renewer behind a stuck session.
+RENEW_SESSION = {'lock_timeout': '5s', 'statement_timeout': '10s'}
+EVENTS_SUFFIX = '_events'
+# Longer than any release operation, short enough for PostgreSQL's intervals and for a person to wait out.
+MAX_TTL_S = 7 * 86400
 MAX_NAME_LENGTH = 500
 # Polling while waiting for a held lease: first pause, growth factor, longest pause.
 FIRST_POLL_S = 0.5
@@ -72,8 +91,11 @@ def argument_spec():
         renew=dict(type='bool', default=True),
         fail_when_held=dict(type='bool', default=True),
         force=dict(type='bool', default=False),
+        break_owner=dict(type='str'),
         schema=dict(type='str', default=DEFAULT_SCHEMA),
         table=dict(type='str', default=DEFAULT_TABLE),
+        # Internal, set by the action plugin: the process whose life the heartbeat follows.
+        _holder=dict(type='dict'),
     )
     return spec
 
@@ -145,6 +167,14 @@ def validate(params):
     owner = params.get('owner')
     owner = owner.strip() if isinstance(owner, str) else owner
     force = bool(params.get('force'))
+    break_owner = params.get('break_owner')
+    break_owner = break_owner.strip() if isinstance(break_owner, str) else break_owner
+    if params.get('break_owner') is not None and not break_owner:
+        raise OpsError('break_owner must not be empty: pass the owner of the lease to break, as the refusal names it')
+    if break_owner and state != 'released':
+        raise OpsError('break_owner only applies to state=released (it releases the lease of that other owner)')
+    if break_owner and force:
+        raise OpsError('break_owner and force are mutually exclusive: break_owner releases only that owner\'s lease')
     if not owner and not (state == 'released' and force):
         what = 'to acquire a release lock' if state == 'acquired' else 'to release a lock (or force=true)'
         raise OpsError('owner is required %s: %s' % (what, OWNER_HINT))
@@ -155,6 +185,10 @@ def validate(params):
         raise OpsError(str(err))
     if ttl < 1:
         raise OpsError('ttl must be at least 1 second, not %r' % params.get('ttl'))
+    if ttl > MAX_TTL_S:
+        raise OpsError('ttl must be at most %s, not %r' % (format_duration(MAX_TTL_S), params.get('ttl')))
+    if wait > MAX_TTL_S:
+        raise OpsError('wait must be at most %s, not %r' % (format_duration(MAX_TTL_S), params.get('wait')))
     if wait < 0:
         raise OpsError('wait must not be negative, not %r' % params.get('wait'))
     if force and state == 'acquired':
@@ -165,8 +199,20 @@ def validate(params):
             raise OpsError('%s must not be empty' % option)
     return dict(name=name, state=state, owner=owner or None, purpose=params.get('purpose') or '', ttl=ttl,
                 wait=wait, renew=params.get('renew', True), fail_when_held=params.get('fail_when_held', True),
-                force=force, schema=params.get('schema') or DEFAULT_SCHEMA,
-                table=params.get('table') or DEFAULT_TABLE)
+                force=force, break_owner=break_owner or None, schema=params.get('schema') or DEFAULT_SCHEMA,
+                table=params.get('table') or DEFAULT_TABLE, holder=holder_param(params.get('_holder')))
+
+
+def holder_param(value):
+    """The internal _holder option as {pid, start} (start None without /proc), or None."""
+    if not value:
+        return None
+    try:
+        pid = int(value['pid'])
+        start = value.get('start')
+        return dict(pid=pid, start=None if start is None else int(start))
+    except (KeyError, TypeError, ValueError):
+        raise OpsError('_holder is internal (set by the release_lock action plugin): {pid, start}, not %r' % (value,))
 
 
 def holder_text(lease):
@@ -188,8 +234,14 @@ def held_message(name, lease, waited=0.0, advice=True):
     if waited:
         text += ' after waiting %s' % format_duration(waited)
     if advice:
-        text += '; wait for it (wait=...), or release it with force=true if that run is dead'
+        text += '; ' + break_advice(lease)
     return text
+
+
+def break_advice(lease):
+    """What to do about a lease in the way, the playbook way (the owner quoted for a shell)."""
+    return ('it lapses by itself within its ttl once that run is dead (a live run renews it); to break it now, '
+            're-run the playbook with -e %s' % shlex.quote('release_break_lock=%s' % lease['owner']))
 
 
 def public(lease):
@@ -262,6 +314,37 @@ UPSERT = ('INSERT INTO {table} AS l (name, owner, purpose, acquired_at, renewed_
 
 DELETE_LEASE = 'DELETE FROM {table} AS l WHERE l.name = %(name)s RETURNING ' + SELECT_COLUMNS
 
+# The audit of released leases that were not the releaser's own (break_owner, force).
+CREATE_EVENTS = '''CREATE TABLE IF NOT EXISTS {table} (
+    id          bigserial PRIMARY KEY,
+    name        text NOT NULL,
+    event       text NOT NULL,
+    owner       text NOT NULL,
+    purpose     text NOT NULL DEFAULT '',
+    acquired_at timestamptz,
+    renewed_at  timestamptz,
+    expires_at  timestamptz,
+    broken_by   text NOT NULL,
+    at          timestamptz NOT NULL DEFAULT statement_timestamp(),
+    host        text,
+    os_user     text,
+    db_user     text NOT NULL DEFAULT current_user,
+    client_addr inet DEFAULT inet_client_addr()
+)'''
+
+# Delete another owner's lease and record it, in one statement: no break without its audit row.
+BREAK_LEASE = ('WITH gone AS (DELETE FROM {locks} AS l WHERE l.name = %(name)s AND l.owner = %(broken)s RETURNING l.*) '
+               'INSERT INTO {events} (name, event, owner, purpose, acquired_at, renewed_at, expires_at, broken_by, '
+               'host, os_user) SELECT name, %(event)s, owner, purpose, acquired_at, renewed_at, expires_at, '
+               '%(broken_by)s, %(host)s, %(os_user)s FROM gone RETURNING id, at')
+
+# The heartbeat: moves the expiry only while the lease is still this owner's and unexpired,
+# so a released, broken or lapsed lease is never brought back.
+RENEW_LEASE = ('UPDATE {table} AS l SET renewed_at = statement_timestamp(), '
+               'expires_at = statement_timestamp() + make_interval(secs => %(ttl)s::float8) '
+               'WHERE l.name = %(name)s AND l.owner = %(owner)s AND l.expires_at > statement_timestamp() '
+               'RETURNING l.expires_at')
+
 
 def _sql(template, table):
     return sql.SQL(template).format(table=table)
@@ -303,8 +386,9 @@ def _quote(name):
     return '"%s"' % name.replace('"', '""')
 
 
-def ensure_table(conn, schema, table):
-    """Create the lease table if missing; True when this call created it.
+def ensure_table(conn, schema, table, ddl=None, comment='Release leases of hotelbot.ops.release_lock: one release '
+                 'operation per name'):
+    """Create the lease table (or another of ours, from ddl) if missing; True when this call created it.
 
     Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalogs, so
     creators serialise on a transaction-scoped advisory lock named after the table.
@@ -317,10 +401,8 @@ def ensure_table(conn, schema, table):
             conn.execute('SELECT pg_advisory_xact_lock(hashtext(%s))', ('hotelbot.ops.release_lock:' + qualified,))
             if table_exists(conn, schema, table):
                 return False
-            conn.execute(_sql(CREATE_TABLE, identifier(schema, table)))
-            conn.execute(sql.SQL('COMMENT ON TABLE {} IS {}').format(
-                identifier(schema, table),
-                sql.Literal('Release leases of hotelbot.ops.release_lock: one release operation per name')))
+            conn.execute(_sql(ddl or CREATE_TABLE, identifier(schema, table)))
+            conn.execute(sql.SQL('COMMENT ON TABLE {} IS {}').format(identifier(schema, table), sql.Literal(comment)))
     except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
         return False  # created by someone not taking our advisory lock
     except psycopg.errors.InsufficientPrivilege as err:
@@ -381,6 +463,7 @@ def acquire(conn, settings, check_mode=False, sleep=time.sleep, clock=time.monot
     started = clock()
     pause = 0.0
     races = 0
+    waited_for = None
     if check_mode:
         exists = table_exists(conn, settings['schema'], settings['table'])
         created = not exists
@@ -397,12 +480,15 @@ def acquire(conn, settings, check_mode=False, sleep=time.sleep, clock=time.monot
         waited = round(clock() - started, 3)
         if outcome != 'held' or check_mode:
             break
+        waited_for = waited_for or holder_summary(before)
         remaining = settings['wait'] - (clock() - started)
         if remaining <= 0:
             break
         pause = next_pause(pause)
         sleep(min(pause, remaining))
-    return acquire_result(settings, outcome, before, after, created, waited, check_mode)
+    result = acquire_result(settings, outcome, before, after, created, waited, check_mode)
+    result['waited_for'] = waited_for if result['acquired'] else None
+    return result
 
 
 def acquire_result(settings, outcome, before, after, created, waited, check_mode):
@@ -466,42 +552,219 @@ def _past(message):
 # --------------------------------------------------------------------------- release
 
 def release(conn, settings, check_mode=False):
-    """Delete our lease (or any with force); the result dict, or OpsError for another owner's lease."""
+    """Delete our lease, or another owner's named by break_owner (or any with force), recording a release
+    of someone else's lease in the events table; the result dict, or OpsError naming the actual holder."""
     name = settings['name']
     table = identifier(settings['schema'], settings['table'])
+    events = settings['table'] + EVENTS_SUFFIX
     values = dict(name=name)
+    breaking = settings['break_owner']
     result = dict(changed=False, name=name, table='%s.%s' % (settings['schema'], settings['table']),
-                  released=False, holder=None, lock=None)
+                  released=False, broken=None, holder=None, lock=None)
+    nothing = ' (nothing to break)' if breaking else ''
     if not table_exists(conn, settings['schema'], settings['table']):
-        result['msg'] = 'release lock %r is not held (no lease table %s yet)' % (name, result['table'])
+        result['msg'] = 'release lock %r is not held (no lease table %s yet)%s' % (name, result['table'], nothing)
         result['diff'] = dict(before={}, after={})
         return result
+    if (breaking or settings['force']) and not check_mode:
+        ensure_table(conn, settings['schema'], events, CREATE_EVENTS,
+                     'Releases of other owners\' leases by hotelbot.ops.release_lock (break_owner, force)')
     with conn.transaction():
         before = _fetch(conn, SELECT_LEASE + ('' if check_mode else ' FOR UPDATE'), table, values)
         result['holder'] = holder_summary(before)
         result['lock'] = public(before)
         if before is None:
-            result['msg'] = 'release lock %r is not held' % name
+            result['msg'] = 'release lock %r is not held%s' % (name, nothing)
             result['diff'] = dict(before={}, after={})
             return result
-        if before['owner'] != settings['owner'] and not settings['force']:
-            raise OpsError(
-                'release lock %r is held by %s, not by %s: not released; release it with force=true if that '
-                'run is dead' % (name, holder_text(before), settings['owner']),
-                **dict((k, v) for k, v in result.items() if k != 'changed'))
-        if not check_mode:
+        fields = dict((k, v) for k, v in result.items() if k != 'changed')
+        if breaking and before['owner'] != breaking:
+            raise OpsError('release lock %r is held by %s, not by %s: not broken, nothing changed'
+                           % (name, holder_text(before), breaking), **fields)
+        if not breaking and before['owner'] != settings['owner'] and not settings['force']:
+            raise OpsError('release lock %r is held by %s, not by %s: not released; %s'
+                           % (name, holder_text(before), settings['owner'], break_advice(before)), **fields)
+        other = before['owner'] != settings['owner']
+        if other:
+            result['broken'] = dict(holder_summary(before), event='broken' if breaking else 'forced',
+                                    broken_by=breaker(settings), events_table='%s.%s' % (settings['schema'], events))
+        if not check_mode and other:
+            audit = break_lease(conn, settings, before, result['broken']['event'], result['broken']['broken_by'])
+            result['broken'].update(audit)
+        elif not check_mode:
             _fetch(conn, DELETE_LEASE, table, values)
     result.update(changed=True, released=True, diff=dict(before=holder_summary(before), after={}))
-    forced = ' (force=true)' if before['owner'] != settings['owner'] else ''
-    result['msg'] = '%s release lock %r held by %s%s' % (
-        'would release' if check_mode else 'released', name, holder_text(before), forced)
+    result['msg'] = release_message(name, before, result['broken'], check_mode)
     return result
+
+
+def breaker(settings):
+    """Who breaks a lease, for the audit: the owner option, else the OS user and host."""
+    if settings['owner']:
+        return settings['owner']
+    info = client_info()
+    return '%s@%s' % (info['os_user'] or '?', info['host'])
+
+
+def break_lease(conn, settings, lease, event, broken_by):
+    """Delete lease (still that owner's) and insert its audit row in one statement: {event_id, at}."""
+    statement = sql.SQL(BREAK_LEASE).format(locks=identifier(settings['schema'], settings['table']),
+                                            events=identifier(settings['schema'], settings['table'] + EVENTS_SUFFIX))
+    values = dict(name=settings['name'], broken=lease['owner'], event=event, broken_by=broken_by)
+    values.update(client_info())
+    row = conn.execute(statement, values).fetchone()
+    if row is None:  # cannot happen under our FOR UPDATE; never report a break that did not happen
+        raise OpsError('release lock %r changed hands while breaking it; nothing was broken' % settings['name'])
+    return dict(event_id=row[0], at=utc_text(row[1]))
+
+
+def release_message(name, before, broken, check_mode):
+    """The message of a release: our own lease, or another owner's broken (and where that is recorded)."""
+    if broken is None:
+        verb = 'would release' if check_mode else 'released'
+        return '%s release lock %r held by %s' % (verb, name, holder_text(before))
+    how = 'break_owner' if broken['event'] == 'broken' else 'force=true'
+    verb = 'would break' if check_mode else 'broke'
+    text = '%s release lock %r held by %s (%s, by %s)' % (verb, name, holder_text(before), how, broken['broken_by'])
+    if not check_mode:
+        text += '; recorded in %s (id %s)' % (broken['events_table'], broken['event_id'])
+    return text
+
+
+# --------------------------------------------------------------------------- heartbeat
+
+def renewal_period(ttl):
+    """Seconds between two renewals of a lease of ttl seconds."""
+    return float(ttl) / RENEWALS_PER_TTL
+
+
+def process_start(pid, proc='/proc'):
+    """A live process's start time (clock ticks since boot, field 22 of /proc/<pid>/stat), or None when
+    there is no such process or it is a zombie (killed, not yet reaped: dead for our purpose)."""
+    try:
+        with open(os.path.join(proc, str(int(pid)), 'stat')) as handle:
+            text = handle.read()
+    except (OSError, ValueError):
+        return None
+    fields = text[text.rfind(')') + 2:].split()  # the command name in (...) may hold spaces
+    if len(fields) < 20 or fields[0] in ('Z', 'X', 'x'):
+        return None
+    return int(fields[19])
+
+
+def holder_identity(pid, proc='/proc'):
+    """{pid, start} of the process whose life a lease follows; start is None where there is no /proc."""
+    return dict(pid=int(pid), start=process_start(pid, proc) if os.path.isdir(proc) else None)
+
+
+def holder_alive(holder, proc='/proc', kill=os.kill):
+    """True while the holder process runs: the same pid with the same start time (a reused pid is another
+    process). Without a start time (no /proc where it was taken) only the pid is checked."""
+    if holder.get('start') is not None:
+        return process_start(holder['pid'], proc) == holder['start']
+    try:
+        kill(holder['pid'], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process, alive
+    return True
+
+
+def renew_lease(params, settings):
+    """One renewal on its own short connection: True while the lease is still ours and unexpired."""
+    conn = connect(params, options=connection_options(params, RENEW_SESSION))
+    try:
+        row = conn.execute(_sql(RENEW_LEASE, identifier(settings['schema'], settings['table'])),
+                           dict(name=settings['name'], owner=settings['owner'], ttl=float(settings['ttl']))).fetchone()
+        return row is not None
+    finally:
+        conn.close()
+
+
+RENEW_ERRORS = (OpsError, OSError) + ((psycopg.Error,) if psycopg is not None else ())
+
+
+def heartbeat(renew, alive, every, sleep=time.sleep):
+    """The renewer's loop: every `every` seconds, if the holder is alive, renew; stop (and say why) when the
+    holder is gone or the lease is no longer ours. A failed renewal (database unreachable) is tried again
+    next period: two may fail before the lease lapses, and a lapsed lease is never renewed (RENEW_LEASE)."""
+    while True:
+        sleep(every)
+        if not alive():
+            return 'holder gone'
+        try:
+            if not renew():
+                return 'lease no longer ours'
+        except RENEW_ERRORS:
+            continue
+
+
+def _detach():
+    """The renewer lets go of everything of the module's: cwd, stdio (Ansible waits for them to close)."""
+    os.chdir('/')
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.closerange(3, 65536)
+
+
+def start_heartbeat(params, settings, holder, every):
+    """Start the detached renewer (double fork, new session, stdio on /dev/null) and return its pid.
+
+    It is a fork, not a new program: the connection settings stay in memory, never on a command line,
+    in the environment or in a file.
+    """
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked processes
+        code = 0
+        try:
+            os.close(read_end)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                os.close(write_end)
+                _detach()
+                try:
+                    heartbeat(lambda: renew_lease(params, settings), lambda: holder_alive(holder), every)
+                except BaseException:  # pylint: disable=broad-except
+                    code = 1
+            else:
+                os.write(write_end, str(grandchild).encode())
+        except BaseException:  # pylint: disable=broad-except
+            code = 1
+        finally:
+            os._exit(code)  # never back into the module: no exit_json, no atexit in the children
+    os.close(write_end)
+    os.waitpid(child, 0)
+    with os.fdopen(read_end, 'rb') as handle:
+        data = handle.read()
+    return int(data) if data.strip() else None
+
+
+def keep_alive(params, settings, result, check_mode, start=start_heartbeat, alive=holder_alive):
+    """After a successful acquire (or renewal) start the renewer; (heartbeat dict or None, warning or None)."""
+    if check_mode or not (result.get('acquired') and result.get('changed')):
+        return None, None  # nothing taken, or renew=false kept the lease as it was
+    holder = settings['holder']
+    plain = 'the lease lasts its ttl of %s and is not renewed' % format_duration(settings['ttl'])
+    if holder is None:
+        return None, ('no heartbeat: no holder process was given (the task runs through the release_lock action '
+                      'plugin on a local connection to have one); ' + plain)
+    if not alive(holder):
+        return None, ('no heartbeat: holder pid %d is not visible where the module runs; %s' % (holder['pid'], plain))
+    every = renewal_period(settings['ttl'])
+    pid = start(params, settings, holder, every)
+    if pid is None:
+        return None, 'no heartbeat: the renewer did not start; ' + plain
+    return dict(pid=pid, every_s=round(every, 3), holder_pid=holder['pid']), None
 
 
 # --------------------------------------------------------------------------- entry point
 
-def run_release_lock(params, check_mode=False, sleep=time.sleep):
-    """The module's work: validate, connect, acquire or release."""
+def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_heartbeat):
+    """The module's work: validate, connect, acquire (and start the heartbeat) or release."""
     settings = validate(params)
     conn = connect(params)
     try:
@@ -511,9 +774,17 @@ def run_release_lock(params, check_mode=False, sleep=time.sleep):
         conn.execute("SET lock_timeout = '30s'")
         if settings['state'] == 'released':
             return release(conn, settings, check_mode)
-        return acquire(conn, settings, check_mode, sleep=sleep)
+        result = acquire(conn, settings, check_mode, sleep=sleep)
     except psycopg.Error as err:
         raise OpsError('PostgreSQL error on release lock %r in database %s: %s'
-                       % (settings['name'], params.get('database'), _error_text(err)))
+                       % (settings['name'], database_label(params), _error_text(err)))
     finally:
         conn.close()
+    # The renewer starts once our own connection is closed (a forked process must not share it).
+    result['heartbeat'], warning = keep_alive(params, settings, result, check_mode, start=start)
+    if result['heartbeat']:
+        result['msg'] += '; renewed every %s while holder pid %d runs' % (
+            format_duration(result['heartbeat']['every_s']), result['heartbeat']['holder_pid'])
+    if warning:  # said in the message (a `warnings` result key is deprecated in ansible-core 2.19)
+        result['msg'] += '; ' + warning
+    return result

@@ -28,7 +28,18 @@ description:
     RV(renewed=true) and C(changed=true) because the row changed; with O(renew=false) it is left as it is and
     nothing changes.
   - O(state=released) deletes the lease when O(owner) holds it. A lease held by another owner is refused
-    unless O(force=true); releasing a lease nobody holds changes nothing.
+    unless O(break_owner) names that owner (or O(force=true)); releasing a lease nobody holds changes nothing.
+    Releasing another owner's lease is recorded in the events table O(schema).O(table)C(_events) (name,
+    event, the owner broken, its purpose and expiry, C(broken_by), C(at)), in the same statement as the delete.
+  - B(Heartbeat.) After a successful acquire (not in check mode) the module starts a detached renewer
+    process that moves the expiry to now + O(ttl) every O(ttl)/3 with one C(UPDATE ... WHERE name = ... AND
+    owner = ... AND expires_at > statement_timestamp()), on a short connection of its own. It stops when the
+    lease is no longer this owner's (released, broken, lapsed) or when the B(holder) is gone - the
+    C(ansible-playbook) (or C(ansible)) process running the task, named by the action plugin and checked by
+    pid and start time. So a live run keeps a short lease, and a killed run's lease lapses within one O(ttl).
+  - The holder is only visible where the task runs on the controller (a C(local) connection, as in the
+    collection's inventories). Elsewhere there is no heartbeat, RV(heartbeat) is null and the message says
+    so; the lease then lasts O(ttl), which must be longer than the whole operation.
 author:
   - hotelbot.ops maintainers (@hotelbot)
 extends_documentation_fragment:
@@ -75,10 +86,12 @@ options:
     description:
       - How long the lease lasts from now (on acquire and on renew). Seconds as a number, or a duration such
         as V(90s), V(30m), V(1h) or V(1h30m) (units s, m, h, d).
-      - Choose it longer than the whole operation; a lease that expires mid-operation can be taken over.
-        Re-run the acquire task (renew) before long steps if needed.
+      - With the heartbeat (see the description) this is how long a lease outlives the last sign of life of
+        its holder; the lease is renewed every O(ttl)/3 while the holder runs.
+      - Without a heartbeat (RV(heartbeat) null), choose it longer than the whole operation; a lease that
+        expires mid-operation can be taken over.
     type: raw
-    default: 30m
+    default: 90s
   wait:
     description:
       - How long to wait for another owner's lease to be released or to expire, polling with backoff
@@ -101,9 +114,23 @@ options:
   force:
     description:
       - With O(state=released), delete the lease whoever holds it. Only for a lease whose run is known to be
-        dead. Not allowed with O(state=acquired) (an unexpired lease is never taken over).
+        dead. Not allowed with O(state=acquired) (an unexpired lease is never taken over). Recorded in the
+        events table when the lease was another owner's. Prefer O(break_owner).
     type: bool
     default: false
+  break_owner:
+    description:
+      - With O(state=released), break the lease of this other owner (a run known to be dead), exactly as the
+        refusal names it. Refused, changing nothing, when the lease is held by anyone else; nothing to do when
+        nobody holds it. O(owner) is recorded as C(broken_by) in the events table.
+      - The playbooks expose it as C(-e release_break_lock=<owner>).
+      - Mutually exclusive with O(force).
+    type: str
+  _holder:
+    description:
+      - Internal, set by the C(release_lock) action plugin on a local connection - do not set it. The process
+        the heartbeat follows, as C(pid) and C(start) (its start time from C(/proc/<pid>/stat)).
+    type: dict
   schema:
     description: Schema of the lease table, taken literally (not SQL-parsed, no quoting needed). Must exist.
     type: str
@@ -117,7 +144,10 @@ notes:
     schema the first time (or create the table ahead as its owner; the statement is in the collection's
     C(docs/release_lock.md)).
   - Release in an C(always) section of a C(block) so that a failed run gives the lease back; a run that dies
-    without releasing holds it until O(ttl) expires.
+    without releasing holds it until O(ttl) expires (at most one O(ttl) after its holder died, with the heartbeat).
+  - The renewer is a fork of the module process, not a new program, so the connection settings never appear on
+    a command line, in an environment or in a file. It sleeps between renewals and costs one short connection
+    per renewal.
   - The session sets C(lock_timeout) to 30 seconds, so a stuck session holding the lease row makes the task
     fail instead of hanging.
 seealso:
@@ -170,12 +200,13 @@ EXAMPLES = r'''
   ansible.builtin.meta: end_host
   when: not lock.acquired
 
-- name: Release the lease of a run known to be dead
+- name: Break the lease of a run known to be dead (recorded in the events table)
   hotelbot.ops.release_lock:
     database: hotel_voice_bot
     name: ecs/hotel-voice-bot/hotel-voice-bot-service
+    owner: "{{ release_owner }}"
     state: released
-    force: true
+    break_owner: alice@ci/20261122T2201
 '''
 
 RETURN = r'''
@@ -183,7 +214,8 @@ msg:
   description: One line saying what happened (or would happen in check mode), naming the holder.
   returned: always
   type: str
-  sample: "acquired release lock 'ecs/hotel-voice-bot/hotel-voice-bot-service' for alice@ci/20261122T2201, expires in 30m"
+  sample: "acquired release lock 'ecs/hotel-voice-bot/hotel-voice-bot-service' for alice@ci/20261122T2201, expires in 1m30s;
+    renewed every 30s while holder pid 4242 runs"
 name:
   description: The lock name.
   returned: after validation
@@ -239,6 +271,27 @@ waited_s:
   description: Seconds spent waiting for another owner's lease (see O(wait)).
   returned: when O(state=acquired)
   type: float
+waited_for:
+  description: The other owner's lease this task waited for before acquiring (as in RV(holder)), else null.
+  returned: when O(state=acquired)
+  type: dict
+heartbeat:
+  description:
+    - The renewer started for the lease - C(pid) (the renewer process), C(every_s) (seconds between renewals)
+      and C(holder_pid) (the process whose life it follows).
+    - null in check mode, when nothing was acquired, and when there is no heartbeat (the message says why).
+  returned: when O(state=acquired)
+  type: dict
+  sample:
+    pid: 5151
+    every_s: 30.0
+    holder_pid: 4242
+broken:
+  description:
+    - Another owner's lease this task released (as in RV(holder)) plus C(event) (V(broken) for O(break_owner),
+      V(forced) for O(force)), C(broken_by), C(events_table), C(event_id) and C(at) (not in check mode); else null.
+  returned: when O(state=released)
+  type: dict
 elapsed_s:
   description: Seconds the module took.
   returned: always

@@ -148,7 +148,7 @@ def test_second_owner_is_refused_naming_the_holder(sandbox, lock_name):
     assert result['changed'] is False and result['acquired'] is False
     assert result['msg'].startswith("release lock '%s' is held by alice@ci/1 for 'hotpatch CHG-1' since %s "
                                     "(expires in 29m" % (lock_name, result['holder']['acquired_at']))
-    assert 'release it with force=true if that run is dead' in result['msg']
+    assert result['msg'].endswith('to break it now, re-run the playbook with -e release_break_lock=alice@ci/1')
     assert result['holder']['owner'] == 'alice@ci/1'
     assert lease_row(sandbox, lock_name) == before  # untouched
 
@@ -242,8 +242,13 @@ def test_release_by_other_owner_is_refused_and_force_releases(sandbox, lock_name
 
     rc, result, output = adhoc(module_args(sandbox, name=lock_name, state='released', force=True))
     assert rc == 0, output
-    assert result['changed'] is True and result['released'] is True and '(force=true)' in result['msg']
+    assert result['changed'] is True and result['released'] is True and '(force=true, by ' in result['msg']
+    assert result['broken']['event'] == 'forced' and result['broken']['owner'] == 'alice@ci/1'
     assert lease_row(sandbox, lock_name) is None
+    with superuser(sandbox) as conn:  # the forced release is on record
+        row = conn.execute(sql.SQL('SELECT event, owner FROM {} WHERE id = %s').format(
+            sql.Identifier('public', TABLE + '_events')), (result['broken']['event_id'],)).fetchone()
+    assert row == ('forced', 'alice@ci/1')
 
 
 def test_release_without_table_is_ok(sandbox, scratch_table):

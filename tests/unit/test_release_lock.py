@@ -60,8 +60,15 @@ def lease(**overrides):
 def test_held_message_names_holder_purpose_since_and_expiry():
     message = r.held_message('ecs/c/s', lease())
     assert message == ("release lock 'ecs/c/s' is held by alice@ci/123 for 'hotpatch CHG-1' since "
-                       "2026-11-22T22:00:00Z (expires in 27m, at 2026-11-22T22:30:00Z); wait for it (wait=...), "
-                       "or release it with force=true if that run is dead")
+                       "2026-11-22T22:00:00Z (expires in 27m, at 2026-11-22T22:30:00Z); it lapses by itself within "
+                       "its ttl once that run is dead (a live run renews it); to break it now, re-run the playbook "
+                       "with -e release_break_lock=alice@ci/123")
+
+
+def test_break_advice_quotes_the_owner_for_a_shell():
+    advice = r.break_advice(lease(owner="bob's run/1"))
+    assert advice.endswith("-e 'release_break_lock=bob'\"'\"'s run/1'")
+    assert 'force=true' not in advice
 
 
 def test_held_message_after_waiting_without_advice_and_purpose():
@@ -114,6 +121,8 @@ def test_validate_normalises():
     (dict(name='x' * 501), 'at most 500'),
     (dict(ttl='0s'), 'ttl must be at least 1 second'),
     (dict(ttl='soon'), 'ttl must be a number of seconds'),
+    (dict(ttl=100000000000), 'ttl must be at most 7d00h'),
+    (dict(wait='8d'), 'wait must be at most 7d00h'),
     (dict(wait=-1), 'wait must not be negative'),
     (dict(wait='later'), 'wait must be a number of seconds'),
     (dict(force=True), 'force only applies to state=released'),
@@ -138,7 +147,7 @@ def test_argument_spec_defaults_and_secrets():
     spec = r.argument_spec()
     assert spec['password']['no_log'] is True
     assert spec['state']['choices'] == ['acquired', 'released'] and spec['state']['default'] == 'acquired'
-    assert spec['ttl']['default'] == '30m' and spec['wait']['default'] == 0
+    assert spec['ttl']['default'] == '90s' and spec['wait']['default'] == 0
     assert spec['schema']['default'] == 'public' and spec['table']['default'] == 'hotelbot_release_locks'
     assert spec['name']['required'] is True and 'default' not in spec['owner']
 
@@ -175,7 +184,7 @@ def test_result_of_a_refusal_fails_with_the_result():
     settings = r.validate(params(owner='bob', wait='1m'))
     with pytest.raises(OpsError) as err:
         r.acquire_result(settings, 'held', lease(), None, False, 60.2, False)
-    assert 'after waiting 1m; wait for it' in err.value.msg
+    assert 'after waiting 1m; it lapses by itself' in err.value.msg
     assert err.value.result['holder']['owner'] == 'alice@ci/123' and err.value.changed is False
 
 
@@ -191,3 +200,198 @@ def test_result_of_a_take_over_and_of_check_mode():
     assert planned['msg'] == ("would acquire release lock 'ecs/c/s' for bob, expires in 10m; would create the lease "
                               "table public.hotelbot_release_locks")
     assert planned['changed'] is True and planned['lock'] is None and planned['holder']['owner'] == 'bob'
+
+
+# --------------------------------------------------------------------------- break_owner
+
+@pytest.mark.parametrize('overrides, fragment', [
+    (dict(break_owner='alice@ci/1'), 'break_owner only applies to state=released'),
+    (dict(break_owner='alice@ci/1', state='released', force=True), 'break_owner and force are mutually exclusive'),
+    (dict(break_owner='  ', state='released'), 'break_owner must not be empty'),
+])
+def test_validate_rejects_bad_break_owner(overrides, fragment):
+    with pytest.raises(OpsError) as err:
+        r.validate(params(**overrides))
+    assert fragment in err.value.msg
+
+
+class FakeCursor:
+    def __init__(self, row, names):
+        self.row = row
+        self.description = [type('Column', (), dict(name=n))() for n in names]
+
+    def fetchone(self):
+        return self.row
+
+
+class FakeConn:
+    """Just enough of a psycopg connection for release(): one lease row, statements recorded."""
+
+    def __init__(self, lease_row):
+        self.lease_row = lease_row
+        self.statements = []
+
+    def transaction(self):
+        import contextlib
+        return contextlib.nullcontext()
+
+    def execute(self, statement, values=None):
+        text = statement if isinstance(statement, str) else repr(statement)
+        self.statements.append(text)
+        if 'pg_namespace' in text:
+            return FakeCursor((True, True), ['schema', 'table'])
+        if 'SELECT' in text and 'FOR UPDATE' in text:
+            return FakeCursor(tuple(self.lease_row.values()), list(self.lease_row))
+        raise AssertionError('unexpected statement %s' % text)
+
+
+def raw_lease(owner='alice@ci/1'):
+    now = datetime.datetime(2026, 11, 22, 22, 0, tzinfo=datetime.timezone.utc)
+    return dict(name='ecs/c/s', owner=owner, purpose='hotpatch CHG-1', acquired_at=now, renewed_at=now,
+                expires_at=now + datetime.timedelta(seconds=90), host='ci', os_user='alice', db_user='hotelbot',
+                client_addr=None, expired=False, remaining_s=80.0)
+
+
+def test_break_refuses_a_different_owner_and_changes_nothing():
+    conn = FakeConn(raw_lease(owner='alice@ci/1'))
+    settings = r.validate(params(state='released', owner='bob@laptop/2', break_owner='carol@ci/3'))
+    with pytest.raises(OpsError) as err:
+        r.release(conn, settings)
+    assert err.value.msg.startswith("release lock 'ecs/c/s' is held by alice@ci/1 for 'hotpatch CHG-1' since ")
+    assert err.value.msg.endswith('not by carol@ci/3: not broken, nothing changed')
+    assert err.value.changed is False and err.value.result['holder']['owner'] == 'alice@ci/1'
+    assert not any('DELETE' in s or 'INSERT' in s for s in conn.statements), conn.statements
+
+
+def test_break_statement_deletes_only_the_named_owner_and_records_it():
+    assert 'DELETE FROM {locks} AS l WHERE l.name = %(name)s AND l.owner = %(broken)s' in r.BREAK_LEASE
+    assert r.BREAK_LEASE.index('INSERT INTO {events}') > r.BREAK_LEASE.index('DELETE')
+    assert 'FROM gone' in r.BREAK_LEASE  # no row deleted, no audit row; no audit row, no delete (one statement)
+    assert 'broken_by' in r.CREATE_EVENTS and 'at          timestamptz NOT NULL' in r.CREATE_EVENTS
+
+
+def test_release_message_of_a_break():
+    before = r._row(tuple(raw_lease().values()), FakeCursor(None, list(raw_lease())).description)
+    broken = dict(event='broken', broken_by='bob@laptop/2', events_table='public.hotelbot_release_locks_events',
+                  event_id=7)
+    assert r.release_message('ecs/c/s', before, broken, False) == (
+        "broke release lock 'ecs/c/s' held by alice@ci/1 for 'hotpatch CHG-1' since 2026-11-22T22:00:00Z "
+        "(expires in 1m20s, at 2026-11-22T22:01:30Z) (break_owner, by bob@laptop/2); recorded in "
+        "public.hotelbot_release_locks_events (id 7)")
+    assert r.release_message('ecs/c/s', before, broken, True).startswith("would break release lock 'ecs/c/s'")
+
+
+# --------------------------------------------------------------------------- heartbeat
+
+def test_renewal_sql_only_extends_our_unexpired_lease():
+    assert r.RENEW_LEASE.startswith('UPDATE {table} AS l SET renewed_at = statement_timestamp(), ')
+    assert 'WHERE l.name = %(name)s AND l.owner = %(owner)s AND l.expires_at > statement_timestamp()' in r.RENEW_LEASE
+    assert 'now()' not in r.RENEW_LEASE.lower()
+
+
+def test_renewal_period_is_a_third_of_the_ttl():
+    assert r.renewal_period(90) == 30.0 and r.renewal_period(6) == 2.0
+
+
+def fake_proc(tmp_path, pid, start, state='S', comm='ansible-playboo'):
+    directory = tmp_path / str(pid)
+    directory.mkdir()
+    # comm with spaces and a ')' must not shift the fields
+    fields = [state] + ['0'] * 18 + [str(start)] + ['0'] * 10
+    (directory / 'stat').write_text('%d (%s) %s\n' % (pid, comm, ' '.join(fields)))
+    return str(tmp_path)
+
+
+def test_process_start_reads_field_22(tmp_path):
+    proc = fake_proc(tmp_path, 4242, 987654, comm='odd) name (x')
+    assert r.process_start(4242, proc) == 987654
+    assert r.process_start(4243, proc) is None
+
+
+def test_holder_alive_dead_reused_and_zombie(tmp_path):
+    proc = fake_proc(tmp_path, 100, 5000)
+    fake_proc(tmp_path, 200, 7000, state='Z')
+    assert r.holder_alive(dict(pid=100, start=5000), proc) is True
+    assert r.holder_alive(dict(pid=100, start=4999), proc) is False   # pid reused by another process
+    assert r.holder_alive(dict(pid=300, start=5000), proc) is False   # gone
+    assert r.holder_alive(dict(pid=200, start=7000), proc) is False   # killed, not yet reaped
+
+
+def test_holder_alive_of_this_process_and_without_proc():
+    import os
+    me = r.holder_identity(os.getpid())
+    assert me['start'] is not None and r.holder_alive(me) is True
+
+    def kill(pid, signal):
+        if pid == 1:
+            raise PermissionError()
+        if pid == 2:
+            raise ProcessLookupError()
+
+    assert r.holder_alive(dict(pid=1, start=None), kill=kill) is True
+    assert r.holder_alive(dict(pid=2, start=None), kill=kill) is False
+
+
+def run_heartbeat(alive, renew):
+    calls = []
+
+    def sleep(seconds):
+        calls.append(('sleep', seconds))
+
+    def check():
+        calls.append('alive?')
+        return alive.pop(0)
+
+    def renewal():
+        calls.append('renew')
+        outcome = renew.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    why = r.heartbeat(renewal, check, 30.0, sleep=sleep)
+    return why, calls
+
+
+def test_heartbeat_renews_while_the_holder_lives_and_stops_when_it_is_gone():
+    why, calls = run_heartbeat([True, True, False], [True, True])
+    assert why == 'holder gone'
+    assert calls == [('sleep', 30.0), 'alive?', 'renew', ('sleep', 30.0), 'alive?', 'renew', ('sleep', 30.0), 'alive?']
+
+
+def test_heartbeat_stops_when_the_lease_is_no_longer_ours():
+    why, calls = run_heartbeat([True, True], [True, False])
+    assert why == 'lease no longer ours' and calls.count('renew') == 2
+
+
+def test_heartbeat_survives_a_failed_renewal():
+    why, calls = run_heartbeat([True, True, False], [OpsError('cannot connect'), True])
+    assert why == 'holder gone' and calls.count('renew') == 2
+
+
+def test_keep_alive_starts_only_after_a_real_acquire_with_a_live_holder():
+    settings = r.validate(params(ttl=90, _holder=dict(pid=123, start=456)))
+    started = []
+
+    def start(params_, settings_, holder, every):
+        started.append((holder, every))
+        return 999
+
+    acquired = dict(acquired=True, changed=True)
+    beat, note = r.keep_alive({}, settings, acquired, False, start=start, alive=lambda h: True)
+    assert beat == dict(pid=999, every_s=30.0, holder_pid=123) and note is None
+    assert started == [(dict(pid=123, start=456), 30.0)]
+    assert r.keep_alive({}, settings, acquired, True, start=start, alive=lambda h: True) == (None, None)
+    assert r.keep_alive({}, settings, dict(acquired=False, changed=False), False, start=start,
+                        alive=lambda h: True) == (None, None)
+    beat, note = r.keep_alive({}, settings, acquired, False, start=start, alive=lambda h: False)
+    assert beat is None and note.startswith('no heartbeat: holder pid 123 is not visible') and '1m30s' in note
+    beat, note = r.keep_alive({}, r.validate(params(ttl=90)), acquired, False, start=start, alive=lambda h: True)
+    assert beat is None and note.startswith('no heartbeat: no holder process was given')
+    assert len(started) == 1
+
+
+def test_internal_holder_option_is_checked():
+    with pytest.raises(OpsError) as err:
+        r.validate(params(_holder=dict(pid='x')))
+    assert err.value.msg.startswith('_holder is internal')
