@@ -2,6 +2,7 @@
 arguments from a JSON file named in argv[1] and prints its result as JSON."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,15 @@ class Outcome:
             self.result = json.loads(stdout)
         except ValueError:
             self.result = None
+
+
+def closed_port():
+    """A local port nothing listens on (bound, then let go): connections to it are refused."""
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
 
 
 def module_names():

@@ -4,24 +4,15 @@ bug path, and no secret in anything the module prints. Every server option point
 local port, so nothing real is touched."""
 import json
 import os
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from module_runner import module_names, run_module
+from module_runner import closed_port, module_names, run_module
 
 CANARY = 'SECRETPW'
-
-
-def closed_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 PORT = closed_port()

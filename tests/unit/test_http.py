@@ -1,6 +1,5 @@
 """Unit tests of module_utils.http against a real HTTP server on 127.0.0.1 (stdlib, in a thread)."""
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,6 +9,7 @@ import pytest
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import http as h
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from module_runner import closed_port, run_module
 
 HEALTH = {'status': 'healthy', 'version': '1.4.2', 'build': 7, 'ready': True,
           'faqs': [{'id': 1, 'q': 'Check-in?'}, {'id': 2, 'q': 'Breakfast?'}]}
@@ -99,14 +99,6 @@ def srv(server):
         server.requests.clear()
         server.hits.clear()
     return server
-
-
-def closed_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def run(srv, checks, check_mode=False, hidden=None, **top):
@@ -539,7 +531,6 @@ def _limit_memory():
 
 
 def test_memory_stays_flat_with_20_concurrent_200mb_bodies(streaming):
-    from module_runner import run_module
     size = 200 * 1024 * 1024
     outcome = run_module('http_check', dict(base_url=streaming.url, count=20, concurrency=20, timeout=60, checks=[
         dict(name='big', path='/big?bytes=%d' % size, body_contains='healthy')]), timeout=300,

@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import prometheus as p
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from module_runner import closed_port
 
 T = 1795298400.0   # evaluation time used by the judge tests
 STEP = 30.0
@@ -306,14 +307,6 @@ def srv():
 def no_proxy_env(monkeypatch):
     for name in ('http_proxy', 'https_proxy', 'all_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY'):
         monkeypatch.delenv(name, raising=False)
-
-
-def closed_port():
-    sock = socket.socket()
-    sock.bind(('127.0.0.1', 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def gate(url, sleeps=None, **params):
