@@ -14,13 +14,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import re
 import types
 from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.masking import without_userinfo
 
 try:
     import botocore.config
@@ -38,7 +38,6 @@ USER_AGENT = 'hotelbot.ops/0.1'
 ENDPOINT_SCHEMES = ('http', 'https')
 # Longer bodies of a non-AWS answer are cut in messages (an HTML page is not a message).
 SHOWN_BODY_CHARS = 120
-_USERINFO = re.compile(r'^(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@]*@', re.I)
 
 
 class AwsError(OpsError):
@@ -75,21 +74,16 @@ def aws_argument_spec():
     )
 
 
-def shown_url(url):
-    """url without user:password@ (never printed), also when it does not parse."""
-    return _USERINFO.sub(lambda m: m.group('scheme'), url)
-
-
 def check_endpoint_url(url):
     """Refuse an endpoint_url botocore would only trip over at the first call."""
     if url is None:
         return
+    shown = without_userinfo(url)
     try:
         parts = urlsplit(url)
         port = parts.port   # raises ValueError when out of range or not a number
     except ValueError as err:
-        raise OpsError('endpoint_url %r is not a valid URL: %s' % (shown_url(url), err))
-    shown = shown_url(url)
+        raise OpsError('endpoint_url %r is not a valid URL: %s' % (shown, err))
     if parts.scheme not in ENDPOINT_SCHEMES:
         raise OpsError('endpoint_url %r must start with http:// or https://' % shown)
     if not parts.hostname:
@@ -136,7 +130,7 @@ def endpoint_of(aws_client):
     """The URL a client talks to, for messages (stand-ins without botocore's meta: None)."""
     meta = getattr(aws_client, 'meta', None)
     url = getattr(meta, 'endpoint_url', None)
-    return shown_url(url) if url else None
+    return without_userinfo(url) if url else None
 
 
 def not_aws_message(endpoint, service, doing, detail):

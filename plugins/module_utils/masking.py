@@ -168,6 +168,12 @@ def mask_userinfo(url):
     return _mask(url, _USERINFO_RULES)[0]
 
 
+def without_userinfo(url):
+    """url (or text holding URLs) with every userinfo (user:password@) left out, ending at the last @
+    of the authority as clients do: for messages that show where something points, not who logs in."""
+    return _URL_USERINFO.sub(lambda match: match.group('scheme'), url)
+
+
 def userinfo_secrets(url):
     """The userinfo credentials of the URLs in url (raw and percent-decoded); never raises."""
     return _unique(_mask(url, _USERINFO_RULES)[1])

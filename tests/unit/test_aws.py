@@ -141,6 +141,8 @@ def test_a_5xx_html_page_is_transient_and_short(endpoint):
     ('https://:443/', "endpoint_url 'https://:443/' has no host"),
     ('http://[::1', "endpoint_url 'http://[::1' is not a valid URL"),
     ('http://admin:hunter2secret@127.0.0.1:99999', "endpoint_url 'http://127.0.0.1:99999' is not a valid URL"),
+    # A password holding @: the userinfo ends at the last @, so no tail of it is shown.
+    ('http://admin:hunter2@secret@127.0.0.1:99999', "endpoint_url 'http://127.0.0.1:99999' is not a valid URL"),
 ])
 def test_a_bad_endpoint_url_is_refused_before_any_call(endpoint, url, message):
     with pytest.raises(OpsError) as err:
