@@ -1,12 +1,15 @@
 # -*- coding: utf-8 -*-
 # Copyright: hotelbot.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Shared base for every hotelbot.ops module: errors, timing and the run loop.
+"""The contract every hotelbot.ops module follows, and its run loop.
 
-A module builds its AnsibleModule, then hands one function to run(); that function
-does the work through module_utils and returns the result dict. run() adds
-elapsed_s, turns OpsError into fail_json with a plain message, and never lets a
-traceback reach the user as the message.
+A module is DOCUMENTATION/EXAMPLES/RETURN, a SPEC (the keyword arguments of AnsibleModule:
+argument_spec, mutually_exclusive, required_if, ...) and main() = run(SPEC, work), where work
+is a function of module_utils that takes a Task (params, check_mode, diff, hide, warn, progress)
+and returns the result dict, or raises OpsError. The same SPEC and work run in the controller's
+worker process through plugins/plugin_utils/controller.py when the task's connection is local.
+execute() is the one loop both use: spec checks, elapsed_s, OpsError as a plain message, never a
+traceback as the message.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,6 +18,14 @@ __metaclass__ = type
 
 import time
 import traceback
+
+
+# Shorter values (flags like "true", ports) would mask unrelated output everywhere;
+# they are masked where they occur by name instead.
+MIN_HIDDEN_LENGTH = 6
+
+# How much of a server's error text a message shows.
+SHOWN_ERROR_CHARS = 300
 
 
 class OpsError(Exception):
@@ -45,6 +56,20 @@ class Timer:
         return budget - (self._clock() - self.started)
 
 
+def one_line(text, limit=SHOWN_ERROR_CHARS):
+    """text on one line (whitespace runs collapsed), cut at limit characters: for a server's
+    error body or an exception inside a one-line message."""
+    text = ' '.join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
+def first_line(err, limit=SHOWN_ERROR_CHARS):
+    """The first line of an error's text (libpq's and others' carry DETAIL/CONTEXT lines after
+    it), or the error's type name when it has no text."""
+    text = str(err).strip()
+    return one_line(text.splitlines()[0], limit) if text else type(err).__name__
+
+
 def empty_options(argument_spec, params, prefix=''):
     """Names of text options (str, path) given as empty or blank text where a value is needed.
 
@@ -70,36 +95,127 @@ def empty_options(argument_spec, params, prefix=''):
     return found
 
 
-def run(module, operation):
-    """Run operation() and exit the module with its result, or fail clearly.
+def _check_ranges(argument_spec, params, prefix=''):
+    """Messages for numbers outside the range an option's spec declares in its `context`.
 
-    operation returns a dict of result fields (it must contain 'changed'). Options that must not
-    be empty (empty_options) are refused before anything is done.
+    `context: {min: 0, max: 5000}` bounds an int or float option inclusively; `above` and `below`
+    bound it exclusively (a ratio in (0, 1) is `above: 0, below: 1`). The argument spec's free-form
+    `context` is where ansible-core lets a spec carry such data; suboptions are checked the same way.
     """
-    empty = empty_options(module.argument_spec, module.params)
-    if empty:
-        module.fail_json(msg='%s must not be empty' % ', '.join(empty), changed=False)
+    problems = []
+    for name, spec in (argument_spec or {}).items():
+        value = (params or {}).get(name)
+        bounds = spec.get('context') or {}
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and bounds:
+            low, high = bounds.get('min'), bounds.get('max')
+            above, below = bounds.get('above'), bounds.get('below')
+            if ((low is not None and value < low) or (high is not None and value > high)
+                    or (above is not None and value <= above) or (below is not None and value >= below)):
+                problems.append('%s%s must be %s, got %s' % (prefix, name, _range_text(bounds), value))
+        if spec.get('options') and isinstance(value, (dict, list)):
+            items = [(name, value)] if isinstance(value, dict) else [
+                ('%s[%d]' % (name, index), item) for index, item in enumerate(value)]
+            for label, item in items:
+                if isinstance(item, dict):
+                    problems.extend(_check_ranges(spec['options'], item, '%s%s.' % (prefix, label)))
+    return problems
+
+
+def _range_text(bounds):
+    low = bounds.get('min', bounds.get('above'))
+    high = bounds.get('max', bounds.get('below'))
+    if low is not None and high is not None:
+        if 'above' in bounds or 'below' in bounds:
+            return 'in %s%s, %s%s' % ('(' if 'above' in bounds else '[', low, high, ')' if 'below' in bounds else ']')
+        return 'between %s and %s' % (low, high)
+    if low is not None:
+        return ('greater than %s' if 'above' in bounds else 'at least %s') % low
+    return ('less than %s' if 'below' in bounds else 'at most %s') % high
+
+
+def spec_problems(spec, params):
+    """What the argument spec declares but ansible-core does not check: empty text where a value
+    is needed (empty_options) and numeric ranges (a spec's `context`). One message per option."""
+    argument_spec = spec['argument_spec']
+    empty = empty_options(argument_spec, params)
+    problems = ['%s must not be empty' % ', '.join(empty)] if empty else []
+    return problems + _check_ranges(argument_spec, params)
+
+
+class Task:
+    """What a module's work function is given, wherever it runs (a module process on the target,
+    or the controller's worker through plugin_utils.controller): the validated params, whether to
+    change nothing (check_mode) or to return a diff, and how to hide values and to warn."""
+
+    def __init__(self, params, check_mode=False, diff=False, hide=None, warn=None, progress=None):
+        self.params = params
+        self.check_mode = bool(check_mode)
+        self.diff = bool(diff)
+        self._hide = hide
+        self._warn = warn
+        self._progress = progress
+
+    def hide(self, *values):
+        """Values that must never appear in the result or output (even at -vvvv)."""
+        for value in values:
+            if value and len(str(value)) >= MIN_HIDDEN_LENGTH and self._hide:
+                self._hide(str(value))
+
+    def warn(self, message):
+        if self._warn:
+            self._warn(message)
+
+    def progress(self, message):
+        """A line about a long wait (shown where the run can show it: on the controller)."""
+        if self._progress:
+            self._progress(message)
+
+
+def execute(spec, work, task, name='module'):
+    """Run work(task) once and return the task result dict; never raises.
+
+    The one run loop of every hotelbot.ops module: refuses what spec_problems finds before anything
+    is done, adds elapsed_s, turns OpsError into a failure with a plain message (and the fields the
+    error carries), drops the diff unless one was asked for, and reports a bug of ours as
+    "unexpected error" with the traceback kept for -vvv.
+    """
+    problems = spec_problems(spec, task.params)
+    if problems:
+        return dict(failed=True, changed=False, msg='; '.join(problems))
     timer = Timer()
     try:
-        result = operation()
+        result = work(task)
     except OpsError as err:
-        fields = dict(err.result)
-        fields.setdefault('elapsed_s', timer.elapsed())
-        module.fail_json(msg=err.msg, changed=err.changed, **fields)
+        result = dict(err.result)
+        result.setdefault('elapsed_s', timer.elapsed())
+        result.update(failed=True, msg=err.msg, changed=err.changed)
+        return result
     except Exception as err:  # pylint: disable=broad-except
-        # Last resort: a bug of ours. Say what happened; the traceback is shown at -vvv.
-        module.fail_json(
-            msg='unexpected error in %s: %s: %s' % (module._name, type(err).__name__, err),
-            exception=traceback.format_exc(),
-            elapsed_s=timer.elapsed(),
-        )
+        return dict(failed=True, changed=False, elapsed_s=timer.elapsed(), exception=traceback.format_exc(),
+                    msg='unexpected error in %s: %s: %s' % (name, type(err).__name__, err))
+    if not task.diff:
+        result.pop('diff', None)
     result.setdefault('elapsed_s', timer.elapsed())
+    return result
+
+
+def run(spec, work):
+    """A module's whole main(): validate the params against spec (dict(argument_spec=...,
+    mutually_exclusive=..., required_if=...), as AnsibleModule takes them), run work(task) through
+    execute() and exit with its result. Every hotelbot.ops module supports check mode."""
+    from ansible.module_utils.basic import AnsibleModule
+
+    if hasattr(spec, 'params'):   # TRANSITION (issue 12): a module not yet on the contract
+        module, operation = spec, work
+        spec, work = dict(argument_spec=module.argument_spec), (lambda task: operation())
+    else:
+        module = AnsibleModule(supports_check_mode=True, **spec)
+    task = Task(module.params, check_mode=module.check_mode, diff=module._diff,
+                hide=module.no_log_values.add, warn=module.warn)
+    result = execute(spec, work, task, name=module._name)
+    if result.pop('failed', False):
+        module.fail_json(**result)
     module.exit_json(**result)
-
-
-# Shorter values (flags like "true", ports) would mask unrelated output everywhere;
-# they are masked where they occur by name instead.
-MIN_HIDDEN_LENGTH = 6
 
 
 def hide(module, *values):

@@ -35,7 +35,10 @@ from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
-from ansible_collections.hotelbot.ops.plugins.module_utils.masking import MASK, is_secret_name, mask_userinfo, userinfo_secrets
+from ansible_collections.hotelbot.ops.plugins.module_utils.masking import is_secret_name
+from ansible_collections.hotelbot.ops.plugins.module_utils.url import (  # noqa: F401 (re-exported)
+    add_query, header_secrets, join_url, mask_url, url_problem, url_secrets, url_secrets_any,
+)
 
 USER_AGENT = 'hotelbot.ops-http_check/0.1'
 MAX_ERRORS = 5
@@ -46,8 +49,6 @@ MAX_JSON_KEPT = 65536
 READ_CHUNK = 256 * 1024
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MAX_MAX_BODY_BYTES = 64 * 1024 * 1024
-# Bytes http.client refuses in a URL (it raises InvalidURL when sending).
-_URL_BAD_CHARS = re.compile('[\x00-\x20\x7f]')
 READ_ONLY_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS'])
 
 # Which query keys and headers hold credentials, and URL userinfo: masking.py (one rule for every module).
@@ -93,100 +94,6 @@ def latency_stats(values_ms):
         max=round(max(values_ms), 2),
         mean=round(sum(values_ms) / len(values_ms), 2),
     )
-
-
-# --------------------------------------------------------------------------- URLs and secrets
-
-def url_problem(name, url):
-    """None when url is an http:// or https:// URL with a host and a usable port, else a one-line
-    message naming the option. A URL that does not parse is not repeated (it may hold a password)."""
-    if not isinstance(url, str) or not url.strip():
-        return '%s must be an http:// or https:// URL with a host, got an empty value' % name
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as err:
-        return '%s is not a valid URL: %s' % (name, str(err).replace('Port', 'port', 1))
-    if parts.scheme not in ('http', 'https') or not parts.hostname:
-        return '%s must be an http:// or https:// URL with a host, got %r' % (name, mask_url(url))
-    if port == 0:
-        return '%s is not a valid URL: port 0 is not a port to connect to' % name
-    if _URL_BAD_CHARS.search(url):
-        return '%s must not contain spaces or control characters (percent-encode them), got %r' % (
-            name, mask_url(url))
-    return None
-
-
-def join_url(base_url, path):
-    """path appended to base_url with exactly one slash between them (a base path is kept)."""
-    if not path:
-        return base_url
-    return base_url.rstrip('/') + '/' + path.lstrip('/')
-
-
-def add_query(url, query):
-    """url with the pairs of the dict query appended to its query string."""
-    if not query:
-        return url
-    extra = urllib.parse.urlencode([(str(k), '' if v is None else str(v)) for k, v in query.items()])
-    base, sep, fragment = url.partition('#')
-    base += ('&' if '?' in base else '?') + extra
-    return base + sep + fragment
-
-
-def _secret_key(key, extra_keys):
-    name = urllib.parse.unquote_plus(key)
-    return name in extra_keys or is_secret_name(name)
-
-
-def mask_url(url, extra_keys=()):
-    """url with credentials masked: values of secret-looking query keys and the userinfo password.
-
-    Other query parameters are kept byte for byte. extra_keys are query keys masked whatever
-    their name (the keys of secret_query).
-    """
-    parts = urllib.parse.urlsplit(mask_userinfo(url))
-    netloc = parts.netloc
-    query = parts.query
-    if query:
-        masked = []
-        for item in query.split('&'):
-            key, eq, value = item.partition('=')
-            if eq and value and _secret_key(key, extra_keys):
-                item = key + '=' + MASK
-            masked.append(item)
-        query = '&'.join(masked)
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def url_secrets(url, extra_keys=()):
-    """The credential values in url (as sent and decoded): secret query values, userinfo password."""
-    found = []
-    parts = urllib.parse.urlsplit(url)
-    found.extend(userinfo_secrets(url))
-    for item in parts.query.split('&') if parts.query else []:
-        key, eq, value = item.partition('=')
-        if eq and value and _secret_key(key, extra_keys):
-            found.extend([value, urllib.parse.unquote_plus(value)])
-    return [v for v in found if v]
-
-
-def url_secrets_any(url, extra_keys=()):
-    """url_secrets of any text: a URL urllib cannot split (http://u:pw@[::1) still gives its password."""
-    try:
-        return url_secrets(url, extra_keys)
-    except ValueError:
-        return userinfo_secrets(url)
-
-
-def header_secrets(value):
-    """A secret header value, and the credential alone when it has a scheme (Bearer xyz -> xyz)."""
-    value = str(value)
-    found = [value]
-    scheme = re.match(r'^\s*[A-Za-z][\w.-]*\s+(\S+)\s*$', value)
-    if scheme:
-        found.append(scheme.group(1))
-    return found
 
 
 # --------------------------------------------------------------------------- JSON paths

@@ -67,40 +67,6 @@ DEFAULTS = dict(
 )
 
 
-def argument_spec():
-    return dict(
-        url=dict(type='str', required=True),
-        job=dict(type='str'),
-        selector=dict(type='str'),
-        metric=dict(type='str', default='http_requests_total'),
-        status_label=dict(type='str', default='status'),
-        error_status_regex=dict(type='str', default='5..'),
-        rate_window=dict(type='raw', default='1m'),
-        threshold=dict(type='float', default=0.05),
-        for_duration=dict(type='raw', default='10m', aliases=['for']),
-        step=dict(type='raw', default='30s'),
-        latency_metric=dict(type='str', default='http_request_duration_seconds'),
-        latency_p95_max=dict(type='float'),
-        query=dict(type='str'),
-        timeout=dict(type='float', default=10.0),
-        retries=dict(type='int', default=3),
-        retry_delay=dict(type='float', default=2.0),
-        validate_certs=dict(type='bool', default=True),
-        ca_path=dict(type='path'),
-        use_proxy=dict(type='bool', default=True),
-        bearer_token=dict(type='str', no_log=True),
-        url_username=dict(type='str'),
-        url_password=dict(type='str', no_log=True),
-        mode=dict(type='str', default='evaluate', choices=['evaluate', 'watch']),
-        watch_for=dict(type='raw'),
-        poll_interval=dict(type='raw'),
-        on_no_data=dict(type='str', default=INCONCLUSIVE, choices=[INCONCLUSIVE, HEALTHY, UNHEALTHY]),
-        on_query_error=dict(type='str', default=INCONCLUSIVE, choices=[INCONCLUSIVE, UNHEALTHY]),
-        fail_on_unhealthy=dict(type='bool', default=False),
-        evaluate_at=dict(type='raw'),
-    )
-
-
 # --------------------------------------------------------------------------- durations and times
 
 _DURATION_RE = re.compile(r'^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m(?!s))?((\d+)s)?((\d+)ms)?$')
@@ -683,9 +649,9 @@ def _rule_view(rule):
     return view
 
 
-def gate(params, hide=None, opener=None, sleep=time.sleep, clock=time.time, monotonic=time.monotonic):
-    """Run the gate described by the module parameters and return the module result."""
-    settings = Settings(params, hide=hide)
+def gate(task, opener=None, sleep=time.sleep, clock=time.time, monotonic=time.monotonic):
+    """Run the gate described by the task's parameters and return the module result."""
+    settings = Settings(task.params, hide=task.hide)
     p = settings.params
     if opener is None:
         opener = build_opener(validate_certs=p['validate_certs'], ca_path=p['ca_path'],

@@ -326,15 +326,44 @@ elapsed_s:
   type: float
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
+from ansible_collections.hotelbot.ops.plugins.module_utils.prometheus import HEALTHY, INCONCLUSIVE, UNHEALTHY, gate
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
-from ansible_collections.hotelbot.ops.plugins.module_utils.prometheus import argument_spec, gate
+SPEC = dict(argument_spec=dict(
+    url=dict(type='str', required=True),
+    job=dict(type='str'),
+    selector=dict(type='str'),
+    metric=dict(type='str', default='http_requests_total'),
+    status_label=dict(type='str', default='status'),
+    error_status_regex=dict(type='str', default='5..'),
+    rate_window=dict(type='raw', default='1m'),
+    threshold=dict(type='float', default=0.05),
+    for_duration=dict(type='raw', default='10m', aliases=['for']),
+    step=dict(type='raw', default='30s'),
+    latency_metric=dict(type='str', default='http_request_duration_seconds'),
+    latency_p95_max=dict(type='float'),
+    query=dict(type='str'),
+    timeout=dict(type='float', default=10.0),
+    retries=dict(type='int', default=3),
+    retry_delay=dict(type='float', default=2.0),
+    validate_certs=dict(type='bool', default=True),
+    ca_path=dict(type='path'),
+    use_proxy=dict(type='bool', default=True),
+    bearer_token=dict(type='str', no_log=True),
+    url_username=dict(type='str'),
+    url_password=dict(type='str', no_log=True),
+    mode=dict(type='str', default='evaluate', choices=['evaluate', 'watch']),
+    watch_for=dict(type='raw'),
+    poll_interval=dict(type='raw'),
+    on_no_data=dict(type='str', default=INCONCLUSIVE, choices=[INCONCLUSIVE, HEALTHY, UNHEALTHY]),
+    on_query_error=dict(type='str', default=INCONCLUSIVE, choices=[INCONCLUSIVE, UNHEALTHY]),
+    fail_on_unhealthy=dict(type='bool', default=False),
+    evaluate_at=dict(type='raw'),
+))
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    run(module, lambda: gate(module.params, hide=lambda *values: hide(module, *values)))
+    run(SPEC, gate)
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import prometheus as p
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Task
 from module_runner import closed_port
 
 T = 1795298400.0   # evaluation time used by the judge tests
@@ -199,7 +199,7 @@ def test_invalid_input_names_every_problem_and_queries_nothing():
     params = dict(url='ftp://x', step='5x', for_duration='1m', threshold=-1, mode='evaluate', watch_for='10m',
                   bearer_token='tok-123456', url_username='u', retries=-1, timeout=0, status_label='bad-label')
     with pytest.raises(OpsError) as err:
-        p.gate(params)
+        p.gate(Task(params))
     msg = err.value.msg
     assert msg.startswith('invalid input, nothing was queried: ')
     for part in ('url must be an http:// or https:// URL', 'step must be a duration like 30s',
@@ -226,7 +226,7 @@ def test_invalid_input(params, expected):
     full = dict(url='http://127.0.0.1:1', job='x')
     full.update(params)
     with pytest.raises(OpsError) as err:
-        p.gate(full)
+        p.gate(Task(full))
     assert expected in err.value.msg
     assert 'secret-pw' not in err.value.msg
 
@@ -312,7 +312,7 @@ def no_proxy_env(monkeypatch):
 def gate(url, sleeps=None, **params):
     full = dict(url=url, job='hotel-voice-bot', evaluate_at=T, retries=2, retry_delay=0.5)
     full.update(params)
-    return p.gate(full, sleep=(sleeps.append if sleeps is not None else lambda s: None))
+    return p.gate(Task(full), sleep=(sleeps.append if sleeps is not None else lambda s: None))
 
 
 def test_unhealthy_history_from_the_api_with_the_query_sent(srv):
@@ -430,7 +430,7 @@ def test_watch_returns_at_the_first_unhealthy_evaluation(srv):
     def sleep(seconds):
         clock['now'] += seconds
     params = dict(url=srv.url, job='x', mode='watch', watch_for='20m', poll_interval='1m', retries=0)
-    result = p.gate(params, sleep=sleep, clock=lambda: clock['now'], monotonic=lambda: clock['now'])
+    result = p.gate(Task(params), sleep=sleep, clock=lambda: clock['now'], monotonic=lambda: clock['now'])
     assert result['decision'] == 'unhealthy'
     # breach began at T-13m, so it is 10m old at T-3m: evaluations at T-5m, T-4m, T-3m
     assert result['evaluations'] == 3
@@ -447,7 +447,7 @@ def test_watch_is_healthy_only_after_the_whole_duration(srv):
     def sleep(seconds):
         clock['now'] += seconds
     params = dict(url=srv.url, job='x', mode='watch', watch_for='5m', retries=0)
-    result = p.gate(params, sleep=sleep, clock=lambda: clock['now'], monotonic=lambda: clock['now'])
+    result = p.gate(Task(params), sleep=sleep, clock=lambda: clock['now'], monotonic=lambda: clock['now'])
     assert result['decision'] == 'healthy'
     assert result['evaluations'] == 11   # every step (30s) for 5m, both ends included
     assert clock['now'] == T + 5 * MIN
@@ -502,7 +502,7 @@ def test_watch_evaluates_on_a_fixed_cadence():
     original = p.Client.query_range
     try:
         p.Client.query_range = lambda self, *args: SlowClient().query_range(*args)
-        result = p.gate(params, sleep=sleep, clock=settings_clock, monotonic=settings_clock)
+        result = p.gate(Task(params), sleep=sleep, clock=settings_clock, monotonic=settings_clock)
     finally:
         p.Client.query_range = original
     assert result['decision'] == p.HEALTHY
@@ -557,7 +557,7 @@ def test_retries_are_bounded(srv, retries, ok):
 def test_bad_urls_are_named_not_a_bug(url, message):
     hidden = []
     with pytest.raises(OpsError) as err:
-        p.gate(dict(url=url, job='x'), hide=lambda *v: hidden.extend(v))
+        p.gate(Task(dict(url=url, job='x'), hide=hidden.append))
     assert message in err.value.msg and '\n' not in err.value.msg
     assert 'pw-leak-9' not in err.value.msg
     assert ('pw-leak-9' in hidden) == ('pw-leak-9' in url)
@@ -566,7 +566,7 @@ def test_bad_urls_are_named_not_a_bug(url, message):
 def test_a_missing_ca_path_is_named(tmp_path):
     missing = str(tmp_path / 'ca.pem')
     with pytest.raises(OpsError) as err:
-        p.gate(dict(url='https://127.0.0.1:1', job='x', ca_path=missing))
+        p.gate(Task(dict(url='https://127.0.0.1:1', job='x', ca_path=missing)))
     assert err.value.msg == 'ca_path %s does not exist or is not a file, nothing was requested' % missing
 
 

@@ -1,0 +1,120 @@
+# -*- coding: utf-8 -*-
+# Copyright: hotelbot.ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Run a hotelbot.ops module's work in the controller's worker process instead of a module process.
+
+Our modules talk to APIs (ECS, PostgreSQL, HTTP, Prometheus); none needs the target's files.
+When the task's connection is local, the module process would run on this very machine anyway,
+and starting it (AnsiballZ, a new Python, importing ansible.module_utils and boto3 or psycopg)
+costs 0.4-0.8 CPU-seconds, several times the work itself. An action plugin built on
+ControllerModule runs the same SPEC and work function, through the same common.execute() loop,
+here instead:
+
+- the arguments are validated by ansible-core's ArgumentSpecValidator against the module's SPEC,
+  so a mistake reads exactly as the module would say it;
+- no_log options and every value the work hides are removed from the result (remove_values, as
+  AnsibleModule does), and the masked arguments are returned as invocation.module_args;
+- check mode and diff come from the task; warnings are returned; progress lines of long waits are
+  shown on the controller's display while the task runs.
+
+The action plugin's module is imported once by the strategy in the ansible-playbook process
+(to read BYPASS_HOST_LOOP) before any worker is forked, so what it imports at module level
+(boto3, psycopg, a warmed botocore session) is shared by every worker instead of being imported
+again per task and host.
+
+Anything else runs the module as usual: a remote connection, an async task, a controller that
+lacks what the work needs (boto3, psycopg), or hotelbot_controller_modules=false in the inventory.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.common.parameters import remove_values
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import Task, execute
+
+display = Display()
+
+LOCAL_TRANSPORTS = ('local', 'ansible.builtin.local')
+VALIDATOR_KEYS = ('argument_spec', 'mutually_exclusive', 'required_together', 'required_one_of',
+                  'required_if', 'required_by')
+
+
+class ControllerModule(ActionBase):
+    """Base of the collection's action plugins. A subclass names the module (module_name, its
+    SPEC) and the work function; it may override ready() (what the work needs is importable) and
+    prepare(args) (arguments only the controller knows)."""
+
+    TRANSFERS_FILES = False
+    _requires_connection = False
+
+    module_name = None
+    spec = None
+    work = None
+
+    def ready(self):
+        """Whether this controller can do the work itself (its Python has the libraries)."""
+        return True
+
+    def prepare(self, args):
+        """Arguments to add before validation; args is a copy of the task's."""
+        return args
+
+    def in_process(self, task_vars):
+        if self._task.async_val:
+            return False
+        if not boolean(task_vars.get('hotelbot_controller_modules', True), strict=False):
+            return False
+        return getattr(self._connection, 'transport', None) in LOCAL_TRANSPORTS and self.ready()
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ControllerModule, self).run(tmp, task_vars)
+        del tmp  # unused
+        task_vars = task_vars or {}
+        args = self.prepare(dict(self._task.args))
+        if not self.in_process(task_vars):
+            result.update(self._execute_module(module_name=self.module_name, module_args=args,
+                                               task_vars=task_vars))
+            return result
+        result.update(self.run_here(args, task_vars))
+        return result
+
+    def run_here(self, args, task_vars):
+        spec = self.spec
+        validator = ArgumentSpecValidator(**dict((key, spec[key]) for key in VALIDATOR_KEYS if key in spec))
+        validation = validator.validate(args)
+        hidden = set(validation._no_log_values)
+        if validation.error_messages:
+            msg = validation.errors.msg
+            if validation.unsupported_parameters:
+                msg = 'Unsupported parameters for (%s) module: %s' % (self.module_name, msg)
+            return remove_values(dict(failed=True, changed=False, msg=msg), hidden)
+        warnings = []
+        host = task_vars.get('inventory_hostname', '')
+
+        def progress(message):
+            display.display('  %s: %s' % (host, remove_values(message, hidden)))
+
+        task = Task(validation.validated_parameters, check_mode=self._task.check_mode, diff=self._task.diff,
+                    hide=hidden.add, warn=warnings.append, progress=progress)
+        outcome = execute(spec, type(self).work, task, name=self.module_name)
+        warnings.extend('Both option %(option)s and its alias %(alias)s are set.' % item
+                        for item in validation._warnings)
+        if warnings:
+            outcome['warnings'] = warnings
+        for item in validation._deprecations:
+            display.deprecated(item['msg'], version=item.get('version'), date=item.get('date'),
+                               collection_name=item.get('collection_name'))
+        outcome['invocation'] = dict(module_args=validation.validated_parameters)
+        return remove_values(outcome, hidden)
+
+
+def unavailable(message):
+    """For a subclass's prepare(): refuse an argument the controller sets itself."""
+    raise AnsibleActionFail(message)
