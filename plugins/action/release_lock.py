@@ -1,13 +1,14 @@
 # -*- coding: utf-8 -*-
 # Copyright: hotelbot.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Action plugin of hotelbot.ops.release_lock: names the lease's holder, then runs the module.
+"""Action plugin of hotelbot.ops.release_lock: names the lease's holder, and on a local connection
+takes the lock in the controller's worker (plugin_utils.controller), elsewhere through the module.
 
-The holder is the ansible-playbook (or ansible) process running the play: this plugin runs in
-a worker it forked, so it is os.getppid() here. The module's heartbeat renews the lease only
-while that process lives, so a killed run's lease lapses within one ttl. The pid means
-something only where the module runs on this machine (a local connection); elsewhere no
-holder is passed and the module says it has no heartbeat.
+The holder is the ansible-playbook (or ansible) process running the play: this plugin runs in a
+worker it forked, so it is os.getppid() here, whichever way the work runs. The heartbeat renews
+the lease only while that process lives, so a killed run's lease lapses within one ttl. The pid
+means something only on this machine (a local connection); elsewhere no holder is passed and the
+module says it has no heartbeat.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,27 +17,26 @@ __metaclass__ = type
 
 import os
 
-from ansible.plugins.action import ActionBase
+# postgres imports psycopg (guarded): here, once in the ansible-playbook process, for every worker.
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import HAS_PSYCOPG
+from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import holder_identity, release_lock_task
+from ansible_collections.hotelbot.ops.plugins.modules.release_lock import SPEC
+from ansible_collections.hotelbot.ops.plugins.plugin_utils.controller import (
+    LOCAL_TRANSPORTS,
+    ControllerModule,
+    unavailable,
+)
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import holder_identity
 
-LOCAL_TRANSPORTS = ('local', 'ansible.builtin.local')
+class ActionModule(ControllerModule):
+    module_name = 'hotelbot.ops.release_lock'
+    spec = SPEC
+    work = staticmethod(release_lock_task)
+    libraries_present = HAS_PSYCOPG
 
-
-class ActionModule(ActionBase):
-
-    TRANSFERS_FILES = False
-
-    def run(self, tmp=None, task_vars=None):
-        result = super(ActionModule, self).run(tmp, task_vars)
-        del tmp  # unused
-        args = dict(self._task.args)
+    def prepare(self, args):
         if '_holder' in args:
-            result.update(failed=True, changed=False,
-                          msg='_holder is internal to hotelbot.ops.release_lock (set by its action plugin); remove it')
-            return result
+            unavailable('_holder is internal to hotelbot.ops.release_lock (set by its action plugin); remove it')
         if getattr(self._connection, 'transport', None) in LOCAL_TRANSPORTS:
             args['_holder'] = holder_identity(os.getppid())
-        result.update(self._execute_module(module_name='hotelbot.ops.release_lock', module_args=args,
-                                           task_vars=task_vars))
-        return result
+        return args

@@ -58,6 +58,7 @@ options:
         connection errors are retried with botocore's C(standard) backoff; anything still failing
         after the last attempt fails the task with a plain message (a module's wait may poll on, see its own
         options).
+      - At least 1.
     type: int
     default: 5
   connect_timeout:
@@ -73,4 +74,17 @@ requirements:
 notes:
   - All AWS modules of this collection are in the action group C(group/hotelbot.ops.aws), so
     C(module_defaults) can set region, endpoint and credentials once for a play.
+'''
+
+    # The ECS service a module acts on (hotelbot.ops.aws.ecs_service).
+    ECS_SERVICE = r'''
+options:
+  cluster:
+    description: Name or ARN of the ECS cluster.
+    type: str
+    required: true
+  service:
+    description: Name or ARN of the ECS service.
+    type: str
+    required: true
 '''

@@ -3,11 +3,14 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """AWS connection handling shared by the AWS modules: options, client, errors.
 
-Credentials follow the SDK's normal chain (env, profile, instance role) unless given
-explicitly. Only botocore is used: boto3 adds nothing the modules need, and importing
-it (s3transfer and friends) costs ~0.2 s on every module run. Throttling, 5xx and connection errors are retried by botocore's
-"standard" retry mode with backoff; what is left after the retries is turned into
-one plain AwsError message, which says whether it was transient (a wait may try again).
+A client is built from a module's validated params (client(params, service)), wherever the
+work runs: a module process, or the controller's worker. Credentials follow the SDK's normal
+chain (env, profile, instance role) unless given explicitly, and belong to the one client (see
+_session_for). Only botocore is used: boto3 adds nothing the modules need, and importing it
+(s3transfer and friends) costs ~0.2 s on every module run. Throttling, 5xx and connection
+errors are retried by botocore's "standard" retry mode with backoff; what is left after the
+retries is turned into one plain AwsError message, which says whether it was transient (a wait
+may try again).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -15,12 +18,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import types
-from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, one_line
 from ansible_collections.hotelbot.ops.plugins.module_utils.masking import without_userinfo
+from ansible_collections.hotelbot.ops.plugins.module_utils.url import url_problem, url_secrets_any
 
 try:
     import botocore.config
@@ -35,7 +38,6 @@ except ImportError as import_error:  # pragma: no cover - depends on the host
     BOTOCORE_IMPORT_ERROR = import_error
 
 USER_AGENT = 'hotelbot.ops/0.1'
-ENDPOINT_SCHEMES = ('http', 'https')
 # Longer bodies of a non-AWS answer are cut in messages (an HTML page is not a message).
 SHOWN_BODY_CHARS = 120
 
@@ -68,52 +70,78 @@ def aws_argument_spec():
                         fallback=(env_fallback, ['AWS_SECRET_ACCESS_KEY'])),
         session_token=dict(type='str', aliases=['aws_session_token'], no_log=True,
                            fallback=(env_fallback, ['AWS_SESSION_TOKEN'])),
-        max_attempts=dict(type='int', default=5),
-        connect_timeout=dict(type='float', default=5.0),
-        read_timeout=dict(type='float', default=30.0),
+        max_attempts=dict(type='int', default=5, context=dict(min=1)),
+        connect_timeout=dict(type='float', default=5.0, context=dict(above=0)),
+        read_timeout=dict(type='float', default=30.0, context=dict(above=0)),
     )
 
 
 def check_endpoint_url(url):
-    """Refuse an endpoint_url botocore would only trip over at the first call."""
+    """Refuse an endpoint_url botocore would only trip over at the first call (None: the default)."""
     if url is None:
         return
-    shown = without_userinfo(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port   # raises ValueError when out of range or not a number
-    except ValueError as err:
-        raise OpsError('endpoint_url %r is not a valid URL: %s' % (shown, err))
-    if parts.scheme not in ENDPOINT_SCHEMES:
-        raise OpsError('endpoint_url %r must start with http:// or https://' % shown)
-    if not parts.hostname:
-        raise OpsError('endpoint_url %r has no host' % shown)
-    if port == 0:
-        raise OpsError('endpoint_url %r: port 0 is not a port to connect to (1-65535)' % shown)
+    problem = url_problem('endpoint_url', url)
+    if problem:
+        raise OpsError(problem)
 
 
-def client(module, service):
-    """A botocore client for service, configured from the module's AWS options."""
+def endpoint_secrets(url):
+    """The credentials inside an endpoint_url (a proxy's userinfo), to hide wherever they appear."""
+    return url_secrets_any(url) if url else []
+
+
+# The process's botocore session. Its loader keeps the service models and endpoint data it has
+# read, so every client after the first costs milliseconds instead of ~0.1 CPU-s; forked
+# workers inherit it warm from preload(). It never holds credentials (see _session_for).
+_SHARED_SESSION = None
+
+
+def _shared_session():
+    global _SHARED_SESSION  # pylint: disable=global-statement
+    if _SHARED_SESSION is None:
+        _SHARED_SESSION = botocore.session.Session()
+    return _SHARED_SESSION
+
+
+def preload(service):
+    """Create the shared session and read service's model and the endpoint data into it, so that
+    a client built later in this process (or in a process forked from it) is cheap. No credentials
+    are looked up and nothing is sent."""
+    if not HAS_BOTOCORE:
+        return
+    _shared_session().create_client(service, region_name='us-east-1', aws_access_key_id='preload',
+                                    aws_secret_access_key='preload')
+
+
+def _session_for(params):
+    """The session a client for these params comes from.
+
+    Explicit keys go to the client alone, so the shared session serves them. A profile, or the
+    SDK's credential chain, gets a session of its own (sharing only the loaded models): a botocore
+    session keeps the credentials it resolved, and those must not outlive the task.
+    """
+    if params['access_key'] and params['secret_key'] and not params['profile']:
+        return _shared_session()
+    session = botocore.session.Session(profile=params['profile'])
+    session.register_component('data_loader', _shared_session().get_component('data_loader'))
+    return session
+
+
+def client(params, service):
+    """A botocore client for service, configured from a module's AWS options (its params)."""
     if not HAS_BOTOCORE:
         from ansible.module_utils.basic import missing_required_lib
-        module.fail_json(msg=missing_required_lib('botocore'), exception=str(BOTOCORE_IMPORT_ERROR))
-    params = module.params
-    if params['max_attempts'] < 1:
-        raise OpsError('max_attempts must be at least 1, got %d' % params['max_attempts'])
-    for option in ('connect_timeout', 'read_timeout'):
-        if params[option] <= 0:
-            raise OpsError('%s must be more than 0 seconds, got %s' % (option, params[option]))
+        raise OpsError('%s (%s)' % (missing_required_lib('botocore'), BOTOCORE_IMPORT_ERROR))
     check_endpoint_url(params['endpoint_url'])
+    config = botocore.config.Config(
+        # total_max_attempts counts the first try; botocore's max_attempts would not.
+        retries={'total_max_attempts': params['max_attempts'], 'mode': 'standard'},
+        connect_timeout=params['connect_timeout'],
+        read_timeout=params['read_timeout'],
+        user_agent_extra=USER_AGENT,
+    )
     try:
-        session = botocore.session.Session(profile=params['profile'])
-        config = botocore.config.Config(
-            # total_max_attempts counts the first try; botocore's max_attempts would not.
-            retries={'total_max_attempts': params['max_attempts'], 'mode': 'standard'},
-            connect_timeout=params['connect_timeout'],
-            read_timeout=params['read_timeout'],
-            user_agent_extra=USER_AGENT,
-        )
-        return session.create_client(
+        return _session_for(params).create_client(
             service, region_name=params['region'], endpoint_url=params['endpoint_url'],
             aws_access_key_id=params['access_key'], aws_secret_access_key=params['secret_key'],
             aws_session_token=params['session_token'], config=config)
@@ -139,11 +167,6 @@ def not_aws_message(endpoint, service, doing, detail):
         endpoint or '(default)', service, doing, detail)
 
 
-def _one_line(text):
-    text = ' '.join(str(text).split())
-    return text if len(text) <= SHOWN_BODY_CHARS else text[:SHOWN_BODY_CHARS] + '...'
-
-
 def _not_an_aws_error(err):
     """A ClientError botocore made up from an HTTP status because the body held no AWS
     error (botocore then uses the status as the code): an HTML page, a proxy's answer."""
@@ -161,11 +184,11 @@ def error_message(err, doing, endpoint=None, service='ECS'):
             if _not_an_aws_error(err):
                 body = str(error.get('Message', ''))
                 answer = 'HTTP %s, %s' % (status, 'an HTML page' if body.lstrip().startswith('<') else
-                                          'not an AWS error: %s' % _one_line(body))
+                                          'not an AWS error: %s' % one_line(body, SHOWN_BODY_CHARS))
                 if status and status < 500:
                     return not_aws_message(endpoint, service, doing, answer)
                 return '%s failed: %s from %s' % (doing, answer, endpoint or 'the AWS endpoint')
-            return '%s failed: %s: %s' % (doing, error.get('Code', 'Error'), _one_line(error.get('Message', '')))
+            return '%s failed: %s: %s' % (doing, error.get('Code', 'Error'), one_line(error.get('Message', ''), SHOWN_BODY_CHARS))
         if isinstance(err, (botocore.exceptions.EndpointConnectionError,
                             botocore.exceptions.ConnectTimeoutError)):
             return '%s failed: AWS endpoint unreachable (%s) after retries' % (doing, err)
@@ -174,7 +197,7 @@ def error_message(err, doing, endpoint=None, service='ECS'):
         if isinstance(err, botocore.exceptions.NoCredentialsError):
             return '%s failed: no AWS credentials found (set access_key/secret_key, profile, or the AWS_* environment)' % doing
         if isinstance(err, botocore.parsers.ResponseParserError):
-            return not_aws_message(endpoint, service, doing, 'unreadable answer: %s' % _one_line(err))
+            return not_aws_message(endpoint, service, doing, 'unreadable answer: %s' % one_line(err, SHOWN_BODY_CHARS))
     return '%s failed: %s' % (doing, err)
 
 

@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import math
 import time
 import traceback
 
@@ -70,7 +71,22 @@ def first_line(err, limit=SHOWN_ERROR_CHARS):
     return one_line(text.splitlines()[0], limit) if text else type(err).__name__
 
 
-def empty_options(argument_spec, params, prefix=''):
+def _options(argument_spec, params, prefix=''):
+    """(label, spec, value) of every option and suboption given, suboptions labelled
+    `checks[0].name`: what the spec checks below walk."""
+    for name, spec in (argument_spec or {}).items():
+        value = (params or {}).get(name)
+        yield prefix + name, spec, value
+        if spec.get('options') and isinstance(value, (dict, list)):
+            items = [(name, value)] if isinstance(value, dict) else [
+                ('%s[%d]' % (name, index), item) for index, item in enumerate(value)]
+            for label, item in items:
+                if isinstance(item, dict):
+                    for found in _options(spec['options'], item, '%s%s.' % (prefix, label)):
+                        yield found
+
+
+def empty_options(argument_spec, params):
     """Names of text options (str, path) given as empty or blank text where a value is needed.
 
     Needed: the option is required, or its default is a non-empty text. Ansible's `required` only
@@ -80,22 +96,15 @@ def empty_options(argument_spec, params, prefix=''):
     checked the same way and named as `checks[0].name`.
     """
     found = []
-    for name, spec in (argument_spec or {}).items():
-        value = (params or {}).get(name)
+    for label, spec, value in _options(argument_spec, params):
         default = spec.get('default')
         if (spec.get('type', 'str') in ('str', 'path') and isinstance(value, str) and not value.strip()
                 and (spec.get('required') or (isinstance(default, str) and default.strip()))):
-            found.append(prefix + name)
-        if spec.get('options') and isinstance(value, (dict, list)):
-            items = [(name, value)] if isinstance(value, dict) else [
-                ('%s[%d]' % (name, index), item) for index, item in enumerate(value)]
-            for label, item in items:
-                if isinstance(item, dict):
-                    found.extend(empty_options(spec['options'], item, '%s%s.' % (prefix, label)))
+            found.append(label)
     return found
 
 
-def _check_ranges(argument_spec, params, prefix=''):
+def _check_ranges(argument_spec, params):
     """Messages for numbers outside the range an option's spec declares in its `context`.
 
     `context: {min: 0, max: 5000}` bounds an int or float option inclusively; `above` and `below`
@@ -103,21 +112,17 @@ def _check_ranges(argument_spec, params, prefix=''):
     `context` is where ansible-core lets a spec carry such data; suboptions are checked the same way.
     """
     problems = []
-    for name, spec in (argument_spec or {}).items():
-        value = (params or {}).get(name)
+    for label, spec, value in _options(argument_spec, params):
         bounds = spec.get('context') or {}
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and bounds:
-            low, high = bounds.get('min'), bounds.get('max')
-            above, below = bounds.get('above'), bounds.get('below')
-            if ((low is not None and value < low) or (high is not None and value > high)
-                    or (above is not None and value <= above) or (below is not None and value >= below)):
-                problems.append('%s%s must be %s, got %s' % (prefix, name, _range_text(bounds), value))
-        if spec.get('options') and isinstance(value, (dict, list)):
-            items = [(name, value)] if isinstance(value, dict) else [
-                ('%s[%d]' % (name, index), item) for index, item in enumerate(value)]
-            for label, item in items:
-                if isinstance(item, dict):
-                    problems.extend(_check_ranges(spec['options'], item, '%s%s.' % (prefix, label)))
+        if not bounds or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        low, high = bounds.get('min'), bounds.get('max')
+        above, below = bounds.get('above'), bounds.get('below')
+        # NaN (a float option given as .nan) compares false with every bound: outside any range.
+        if ((isinstance(value, float) and math.isnan(value))
+                or (low is not None and value < low) or (high is not None and value > high)
+                or (above is not None and value <= above) or (below is not None and value >= below)):
+            problems.append('%s must be %s, got %s' % (label, _range_text(bounds), value))
     return problems
 
 
@@ -155,10 +160,12 @@ class Task:
         self._warn = warn
         self._progress = progress
 
-    def hide(self, *values):
-        """Values that must never appear in the result or output (even at -vvvv)."""
+    def hide(self, *values, any_length=False):
+        """Values that must never appear in the result or output (even at -vvvv). any_length: a
+        secret proper (a password wherever it was given), hidden however short, as Ansible hides
+        a no_log option's value."""
         for value in values:
-            if value and len(str(value)) >= MIN_HIDDEN_LENGTH and self._hide:
+            if value and (any_length or len(str(value)) >= MIN_HIDDEN_LENGTH) and self._hide:
                 self._hide(str(value))
 
     def warn(self, message):
@@ -178,7 +185,11 @@ def execute(spec, work, task, name='module'):
     is done, adds elapsed_s, turns OpsError into a failure with a plain message (and the fields the
     error carries), drops the diff unless one was asked for, and reports a bug of ours as
     "unexpected error" with the traceback kept for -vvv.
+    A work function may carry hide_secrets(task): it registers secrets held inside options (a
+    password in a connection string) before anything can be refused, invocation included.
     """
+    if getattr(work, 'hide_secrets', None):
+        work.hide_secrets(task)
     problems = spec_problems(spec, task.params)
     if problems:
         return dict(failed=True, changed=False, msg='; '.join(problems))
@@ -205,11 +216,7 @@ def run(spec, work):
     execute() and exit with its result. Every hotelbot.ops module supports check mode."""
     from ansible.module_utils.basic import AnsibleModule
 
-    if hasattr(spec, 'params'):   # TRANSITION (issue 12): a module not yet on the contract
-        module, operation = spec, work
-        spec, work = dict(argument_spec=module.argument_spec), (lambda task: operation())
-    else:
-        module = AnsibleModule(supports_check_mode=True, **spec)
+    module = AnsibleModule(supports_check_mode=True, **spec)
     task = Task(module.params, check_mode=module.check_mode, diff=module._diff,
                 hide=module.no_log_values.add, warn=module.warn)
     result = execute(spec, work, task, name=module._name)

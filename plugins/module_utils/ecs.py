@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """ECS release logic: inspect a service's releases, roll it to a revision, wait.
 
-Everything here takes a botocore ECS client (or a stub with the same methods), so it
-can be unit tested without Ansible or AWS.
+The modules' work functions, release(task) and release_info(task), build a botocore ECS client
+from the task's options; everything below them takes an EcsService over a client (or a stub
+with the same methods), so it can be unit tested without Ansible or AWS.
 
 The release ledger lives in tags on the *service* (not the family): staging and
 production services often share one task-definition family, and a revision that is
@@ -28,6 +29,7 @@ import re
 import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
+from ansible_collections.hotelbot.ops.plugins.module_utils.duration import format_duration
 # MASK and is_secret_name are re-exported: callers of ecs.py show and test environments with them.
 from ansible_collections.hotelbot.ops.plugins.module_utils.masking import (  # pylint: disable=unused-import
     MASK, is_secret_name, mask_value, secret_parts)
@@ -38,9 +40,11 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.aws import (
     aws_errors,
     client,
     endpoint_of,
+    endpoint_secrets,
     error_code,
     not_aws_message,
 )
+from ansible_collections.hotelbot.ops.plugins.module_utils.poll import ROLLOUT, PollTimeout, poll
 
 TAG_LAST_STABLE = 'hotelbot.ops/last-stable'
 TAG_ROLLBACK = 'hotelbot.ops/rollback'
@@ -100,11 +104,6 @@ def service_argument_spec(**extra):
     spec.update(cluster=dict(type='str', required=True), service=dict(type='str', required=True))
     spec.update(extra)
     return spec
-
-
-def service_of(module):
-    """The EcsService a module's cluster/service options name."""
-    return EcsService(client(module, 'ecs'), module.params['cluster'], module.params['service'])
 
 
 class EcsService:
@@ -274,35 +273,53 @@ def resolve_target(spec, family, current, revisions, tags):
     Raises OpsError with a plain message when the spec cannot be honoured.
     """
     spec = str(spec).strip()
-    known = ', '.join('%d%s' % (r['revision'], '' if r['status'] == 'ACTIVE' else ' (INACTIVE)')
-                      for r in revisions[:10]) or 'none'
     if spec == 'current':
         entry = find_revision(revisions, current) or dict(
             revision=current, name=revision_name(family, current), arn=None, status='UNKNOWN')
         return dict(entry, reason='the revision the service runs now')
     if spec == 'previous':
-        rollback = tags.get(TAG_ROLLBACK, '')
-        origin, arrow, landed = rollback.partition('->')
-        if arrow and parse_task_definition(landed) == (family, current):
-            entry = find_revision(revisions, current)
-            if entry:
-                return dict(entry, reason='already rolled back from %s to %s; previous does not walk '
-                                          'further back (name a revision to go further)' % (origin, landed))
-        entry = previous_revision(revisions, current)
-        if entry is None:
-            raise OpsError('no ACTIVE revision of %s older than %s to roll back to (known: %s)'
-                           % (family, revision_name(family, current), known))
-        return dict(entry, reason='the newest ACTIVE revision older than %s' % revision_name(family, current))
+        return _previous_target(family, current, revisions, tags)
     if spec == 'last_stable':
-        entry = last_stable_revision(family, revisions, tags)
-        if entry is None:
-            marked = tags.get(TAG_LAST_STABLE)
-            if marked:
-                raise OpsError('the service marks %s as last stable, but that is not a revision of family %s'
-                               % (marked, family))
-            raise OpsError('no revision of %s is marked stable for this service yet; '
-                           'use revision: previous or name a revision' % family)
+        return _last_stable_target(family, revisions, tags)
+    return _named_target(spec, family, revisions)
+
+
+def _known(revisions):
+    """The newest revisions, for a message saying what exists."""
+    return ', '.join('%d%s' % (r['revision'], '' if r['status'] == 'ACTIVE' else ' (INACTIVE)')
+                     for r in revisions[:10]) or 'none'
+
+
+def _previous_target(family, current, revisions, tags):
+    """The newest ACTIVE revision older than current, unless current is where our last rollback
+    landed: re-running `previous` then stays (it does not walk back once more)."""
+    origin, arrow, landed = tags.get(TAG_ROLLBACK, '').partition('->')
+    if arrow and parse_task_definition(landed) == (family, current):
+        entry = find_revision(revisions, current)
+        if entry:
+            return dict(entry, reason='already rolled back from %s to %s; previous does not walk '
+                                      'further back (name a revision to go further)' % (origin, landed))
+    entry = previous_revision(revisions, current)
+    if entry is None:
+        raise OpsError('no ACTIVE revision of %s older than %s to roll back to (known: %s)'
+                       % (family, revision_name(family, current), _known(revisions)))
+    return dict(entry, reason='the newest ACTIVE revision older than %s' % revision_name(family, current))
+
+
+def _last_stable_target(family, revisions, tags):
+    entry = last_stable_revision(family, revisions, tags)
+    if entry is not None:
         return dict(_check_deployable(entry, family), reason='the last revision marked stable')
+    marked = tags.get(TAG_LAST_STABLE)
+    if marked:
+        raise OpsError('the service marks %s as last stable, but that is not a revision of family %s'
+                       % (marked, family))
+    raise OpsError('no revision of %s is marked stable for this service yet; '
+                   'use revision: previous or name a revision' % family)
+
+
+def _named_target(spec, family, revisions):
+    """A revision named by number, family:number or ARN; it must be of the service's family."""
     if spec.isdigit():
         rev = int(spec)
     else:
@@ -315,7 +332,8 @@ def resolve_target(spec, family, current, revisions, tags):
                            % (spec, fam, family))
     entry = find_revision(revisions, rev)
     if entry is None:
-        raise OpsError('revision %d of family %s does not exist (known, newest first: %s)' % (rev, family, known))
+        raise OpsError('revision %d of family %s does not exist (known, newest first: %s)'
+                       % (rev, family, _known(revisions)))
     return dict(_check_deployable(entry, family), reason='named explicitly')
 
 
@@ -480,110 +498,461 @@ def image_plan(ecs, svc, family, current, base, revisions, image, container=None
 
 # --------------------------------------------------------------------------- info
 
-def release_info(ecs, target=None, environment_of=None, diff_from=None, diff_to=None,
-                 events_limit=10, hide=lambda *values: None):
-    """Everything an operator needs before touching the service (read only)."""
-    if events_limit < 0:
-        raise OpsError('events_limit must be 0 or more, got %d' % events_limit)
-    svc = ecs.describe()
-    family, current = parse_task_definition(svc['taskDefinition'])
-    revisions = ecs.revisions(family)
-    tags = tags_of(svc)
-    current_td = ecs.task_definition(svc['taskDefinition'])
-    hide(*secret_values(current_td))
-    previous = previous_revision(revisions, current)
-    result = dict(
-        changed=False,
-        cluster=ecs.cluster,
-        service=dict(
-            name=svc.get('serviceName'), arn=svc.get('serviceArn'), status=svc.get('status'),
-            desired_count=svc.get('desiredCount'), running_count=svc.get('runningCount'),
-            pending_count=svc.get('pendingCount'),
-        ),
-        family=family,
-        current=dict(revision=current, name=revision_name(family, current),
-                     arn=svc['taskDefinition'], images=images(current_td)),
-        revisions=revisions,
-        previous=previous,
-        last_stable=last_stable_revision(family, revisions, tags),
-        ledger=dict((k, v) for k, v in tags.items() if k.startswith('hotelbot.ops/')),
-        deployments=[summarize_deployment(d) for d in svc.get('deployments') or []],
-        events=[summarize_event(e) for e in (svc.get('events') or [])[:events_limit]],
-    )
-    if target is not None:
-        entry = resolve_target(target, family, current, revisions, tags)
-        target_td = current_td if entry['revision'] == current else ecs.task_definition(entry['arn'])
-        hide(*secret_values(target_td))
-        result['target'] = dict(entry, images=images(target_td), changes=entry['revision'] != current)
-    if environment_of is not None:
-        entry = resolve_target(environment_of, family, current, revisions, tags)
-        td = current_td if entry['revision'] == current else ecs.task_definition(entry['arn'])
-        hide(*secret_values(td))
-        result['environment'] = dict(revision=entry['name'], containers=environment(td))
-    if diff_from is not None or diff_to is not None:
-        old = resolve_target(diff_from or 'current', family, current, revisions, tags)
-        new = resolve_target(diff_to or 'current', family, current, revisions, tags)
-        old_td, new_td = ecs.task_definition(old['arn']), ecs.task_definition(new['arn'])
-        hide(*(secret_values(old_td) + secret_values(new_td)))
-        result['environment_diff'] = dict(
-            from_revision=old['name'], to_revision=new['name'], containers=environment_diff(old_td, new_td))
+def release_info(task, service=None):
+    """ecs_release_info's work: everything an operator needs before touching the service (read
+    only). service stands in for ECS in tests."""
+    params = task.params
+    view = ServiceView(service or service_for(task), task.hide)
+    result = view.overview(params['events_limit'])
+    if params['target'] is not None:
+        result['target'] = view.target(params['target'])
+    if params['environment_of'] is not None:
+        result['environment'] = view.environment_of(params['environment_of'])
+    if params['diff_from'] is not None or params['diff_to'] is not None:
+        result['environment_diff'] = view.environment_diff(params['diff_from'] or 'current',
+                                                           params['diff_to'] or 'current')
     return result
+
+
+class ServiceView:
+    """A service, its family's revisions and its ledger, read once; each task definition is
+    described once and its secrets hidden before anything of it can be shown."""
+
+    def __init__(self, ecs, hide):
+        self.ecs = ecs
+        self.svc = ecs.describe()
+        self.family, self.current = parse_task_definition(self.svc['taskDefinition'])
+        self.revisions = ecs.revisions(self.family)
+        self.tags = tags_of(self.svc)
+        self._hide = hide
+        self._definitions = {}
+
+    def resolve(self, spec):
+        return resolve_target(spec, self.family, self.current, self.revisions, self.tags)
+
+    def definition(self, entry=None):
+        """The task definition of a resolved entry (None: the one the service runs)."""
+        arn = self.svc['taskDefinition'] if entry is None or entry['revision'] == self.current else entry['arn']
+        if arn not in self._definitions:
+            self._definitions[arn] = self.ecs.task_definition(arn)
+            self._hide(*secret_values(self._definitions[arn]))
+        return self._definitions[arn]
+
+    def overview(self, events_limit):
+        svc, family, current = self.svc, self.family, self.current
+        return dict(
+            changed=False,
+            cluster=self.ecs.cluster,
+            service=dict(
+                name=svc.get('serviceName'), arn=svc.get('serviceArn'), status=svc.get('status'),
+                desired_count=svc.get('desiredCount'), running_count=svc.get('runningCount'),
+                pending_count=svc.get('pendingCount'),
+            ),
+            family=family,
+            current=dict(revision=current, name=revision_name(family, current),
+                         arn=svc['taskDefinition'], images=images(self.definition())),
+            revisions=self.revisions,
+            previous=previous_revision(self.revisions, current),
+            last_stable=last_stable_revision(family, self.revisions, self.tags),
+            ledger=dict((k, v) for k, v in self.tags.items() if k.startswith('hotelbot.ops/')),
+            deployments=[summarize_deployment(d) for d in svc.get('deployments') or []],
+            events=[summarize_event(e) for e in (svc.get('events') or [])[:events_limit]],
+        )
+
+    def target(self, spec):
+        entry = self.resolve(spec)
+        return dict(entry, images=images(self.definition(entry)), changes=entry['revision'] != self.current)
+
+    def environment_of(self, spec):
+        entry = self.resolve(spec)
+        return dict(revision=entry['name'], containers=environment(self.definition(entry)))
+
+    def environment_diff(self, from_spec, to_spec):
+        old, new = self.resolve(from_spec), self.resolve(to_spec)
+        return dict(from_revision=old['name'], to_revision=new['name'],
+                    containers=environment_diff(self.definition(old), self.definition(new)))
 
 
 # --------------------------------------------------------------------------- release
 
-class Waiter:
-    """Polls DescribeServices with backoff (fast first, gentle later) until a deadline.
+def service_for(task):
+    """The EcsService the task's cluster and service options name, through a client of its AWS options."""
+    params = task.params
+    task.hide(*endpoint_secrets(params['endpoint_url']))
+    return EcsService(client(params, 'ecs'), params['cluster'], params['service'])
 
-    One DescribeServices is already retried by botocore; a transient failure left after
-    that (AwsError.transient: 5xx, throttling, connection errors, timeouts) does not end
-    the wait: polling goes on with the same backoff, until the deadline or until the
-    endpoint has failed for outage_grace seconds without one good answer. Any other error
-    (access denied, the service gone) ends the wait at once.
-    """
 
-    def __init__(self, ecs, timeout, first_delay=0.25, max_delay=5.0, sleep=time.sleep, clock=time.monotonic,
-                 outage_grace=DEFAULT_WAIT_OUTAGE_GRACE):
+def release(task, service=None, sleep=time.sleep, clock=time.monotonic):
+    """ecs_release's work: roll the service to the revision option, scale it, wait for it, mark it
+    stable; returns the result dict. service, sleep and clock stand in for ECS and time in tests."""
+    check_image_options(task.params)
+    return Release(task, service or service_for(task), sleep, clock).run()
+
+
+def check_image_options(params):
+    """What the spec cannot say about image: not blank, and not with force_new_deployment: true
+    (false may be given with it; playbooks pass the flag always)."""
+    if params['image'] is None:
+        return
+    if not params['image'].strip():
+        raise OpsError('image must not be empty')
+    if params['force_new_deployment']:
+        raise OpsError('image and force_new_deployment are mutually exclusive: image already deploys a new '
+                       'revision (force_new_deployment only redeploys the same one)')
+
+
+def check_desired_count(count, what):
+    """Refuse a count ECS would refuse (or, in the sandbox, try to start); for counts the spec
+    does not see, like the one remembered in the ledger."""
+    if not 0 <= count <= MAX_DESIRED_COUNT:
+        raise OpsError('%s must be between 0 and %d (ECS runs at most %d tasks per service), got %d'
+                       % (what, MAX_DESIRED_COUNT, MAX_DESIRED_COUNT, count))
+
+
+class Release:
+    """One run of ecs_release. run() lists the steps in order; each is a method below it and leaves
+    on self what the later ones need."""
+
+    def __init__(self, task, ecs, sleep, clock):
+        self.task = task
+        self.params = task.params
         self.ecs = ecs
-        self.timeout = timeout
-        self.outage_grace = outage_grace
-        self.first_delay = first_delay
-        self.max_delay = max_delay
         self.sleep = sleep
         self.clock = clock
+        self.image = None if self.params['image'] is None else self.params['image'].strip()
+        # Service events older than this run are not reported as the run's.
+        self.started_at = datetime.datetime.now(datetime.timezone.utc)
 
-    def _poll(self, done, describe_failed, timed_out):
-        """Call done(svc) until it returns a result; it may raise OpsError to stop.
+    def run(self):
+        self.read_service()
+        self.guard_expected_current()
+        self.resolve_target()
+        self.plan_image()
+        self.plan_changes()
+        self.guard_mark_stable()
+        self.register_image()
+        self.settle_target()
+        result = self.planned_result()
+        if self.task.check_mode:
+            return dict(result, deployment_started=self.deploy, marked_stable=self.mark)
+        self.apply(result)
+        self.wait(result)
+        self.mark_stable(result)
+        return result
 
-        describe_failed(err, outage_s) builds the error when DescribeServices fails for
-        good (outage_s None: at once, not transient); timed_out(svc, err, outage_s) when the
-        deadline passes (svc: the last answer, or None; err: the failure of the last poll).
-        """
+    def read_service(self):
+        self.svc = self.ecs.describe()
+        self.family, self.current = parse_task_definition(self.svc['taskDefinition'])
+        self.tags = tags_of(self.svc)
+
+    def guard_expected_current(self):
+        expected = self.params['expected_current']
+        if expected is not None and self.current != expected:
+            raise OpsError('%s runs %s, not the expected %s: nothing changed (did someone else move it?)' % (
+                self.ecs.service, revision_name(self.family, self.current), revision_name(self.family, expected)))
+
+    def resolve_target(self):
+        """Only ACTIVE revisions can be deployed; INACTIVE ones are listed (one more call) only to
+        say precisely why a named target was refused."""
+        try:
+            self.revisions = self.ecs.revisions(self.family, statuses=('ACTIVE',))
+            self.target = self._resolve()
+        except OpsError:
+            self.revisions = self.ecs.revisions(self.family)
+            self.target = self._resolve()
+
+    def _resolve(self):
+        return resolve_target(self.params['revision'], self.family, self.current, self.revisions, self.tags)
+
+    def plan_image(self):
+        """With image, the target so far is the base: the revision to run is one of the family with
+        image in it, an existing one when there is one, else one to register."""
+        self.plan = None
+        if self.image is None:
+            return
+        self.plan = image_plan(self.ecs, self.svc, self.family, self.current, self.target, self.revisions,
+                               self.image, container=self.params['container'], hide=self.task.hide)
+        would = 'would register a new revision of %s from %s with image %s' % (self.family, self.plan['base'], self.image)
+        self.target = self.plan['entry'] or dict(revision=None, arn=None, name=None, status=None, reason=would)
+
+    def plan_changes(self):
+        self.desired_before = self.svc.get('desiredCount')
+        self.desired_after = self._desired_count()
+        self.scale = self.desired_after != self.desired_before
+        self.deploy = self.target['revision'] != self.current or self.params['force_new_deployment']
+
+    def _desired_count(self):
+        if self.params['restore_desired_count']:
+            return self._remembered_count()
+        if self.params['desired_count'] is not None:
+            return self.params['desired_count']
+        return self.desired_before
+
+    def _remembered_count(self):
+        remembered = self.tags.get(TAG_DESIRED_BEFORE)
+        if remembered is None or not str(remembered).isdigit():
+            raise OpsError('restore_desired_count: no remembered desired count on service %s '
+                           '(it is set when this module scales the service)' % self.ecs.service)
+        check_desired_count(int(remembered), 'restore_desired_count: the count remembered in tag %s on service %s'
+                            % (TAG_DESIRED_BEFORE, self.ecs.service))
+        return int(remembered)
+
+    def guard_mark_stable(self):
+        if self.params['mark_stable'] and not self.params['wait'] and (self.deploy or self.scale):
+            raise OpsError('mark_stable needs wait: true when a deployment is started '
+                           '(a revision is only stable once it has rolled out)')
+
+    def register_image(self):
+        """Register the planned revision (not in check mode: there the target has no number yet)."""
+        self.registered = None
+        if self.plan is None or self.plan['entry'] is not None or self.task.check_mode:
+            return
+        new_td = self.ecs.register(self.plan['request'])
+        self.task.hide(*secret_values(new_td))
+        family, revision = parse_task_definition(new_td['taskDefinitionArn'])
+        self.registered = revision_name(family, revision)
+        self.target = dict(revision=revision, arn=new_td['taskDefinitionArn'], name=self.registered, status='ACTIVE',
+                           reason='registered from %s with image %s' % (self.plan['base'], self.image))
+
+    def settle_target(self):
+        """The target's ARN, its name in the ledger, and whether a deployment of it already rolls."""
+        target, svc = self.target, self.svc
+        self.target_arn = target['arn'] or (svc['taskDefinition'] if target['revision'] is not None else None)
+        if target['revision'] is None:
+            self.stable_mark = '(new revision of %s)' % self.family   # check mode: not registered yet
+        else:
+            self.stable_mark = revision_name(self.family, target['revision'])
+        self.mark = self.params['mark_stable'] and self.tags.get(TAG_LAST_STABLE) != self.stable_mark
+        # A deployment of the target that is already rolling (e.g. the run that started it
+        # lost contact with ECS) is waited on, not started again.
+        self.primary = primary_deployment(svc) or {}
+        self.in_flight = (self.target_arn is not None and self.primary.get('taskDefinition') == self.target_arn
+                          and self.primary.get('rolloutState') == 'IN_PROGRESS')
+
+    def planned_result(self):
+        """The result before anything is sent; apply and wait fill in the deployment."""
+        target, force = self.target, self.params['force_new_deployment']
+        result = dict(
+            changed=bool(self.deploy or self.scale or self.mark), cluster=self.ecs.cluster, service=self.ecs.service,
+            from_revision=dict(name=revision_name(self.family, self.current), revision=self.current,
+                               arn=self.svc['taskDefinition']),
+            to_revision=dict(name=target['name'] if target['revision'] is None else self.stable_mark,
+                             revision=target['revision'], arn=self.target_arn, reason=target['reason'],
+                             images=self._target_images()),
+            registered=self.registered,
+            desired_count=dict(before=self.desired_before, after=self.desired_after),
+            previous_desired_count=self.desired_before,
+            deployment_id=self.primary.get('id') if self.in_flight and not force else None,
+            rollout_state=self.primary.get('rolloutState'),
+            deployment_started=False, marked_stable=False, events=[], waited_s=0.0,
+            diff=self._diff(),
+        )
+        if self.plan is not None:
+            result['msg'] = target['reason']
+        return result
+
+    def _target_images(self):
+        if self.plan is not None:
+            return self.plan['images']
+        if self.target['revision'] == self.current:
+            return images(self.ecs.task_definition(self.svc['taskDefinition']))
+        return images(self.ecs.task_definition(self.target_arn))
+
+    def _diff(self):
+        before = dict(revision=revision_name(self.family, self.current), desired_count=self.desired_before,
+                      last_stable=self.tags.get(TAG_LAST_STABLE))
+        after = dict(before, revision=self.stable_mark, desired_count=self.desired_after,
+                     last_stable=self.stable_mark if self.params['mark_stable'] else before['last_stable'])
+        if self.plan is not None:
+            # Images only: container definitions carry the environment (secrets).
+            before['images'] = images_by_container(self.plan['current_td'])
+            after['images'] = images_by_container(self.plan['request'])
+        return dict(before=before, after=after)
+
+    def apply(self, result):
+        """Write the ledger, then send UpdateService."""
+        if not (self.deploy or self.scale):
+            return
+        try:
+            ledger = self._ledger()
+            if ledger:
+                self.ecs.tag(self.svc['serviceArn'], ledger)
+            updated = self.ecs.update(**self._update_request())
+        except OpsError as err:
+            if self.registered is None:
+                raise
+            raise _failure('%s (%s was registered; a re-run deploys it without registering another)'
+                           % (err.msg, self.registered), dict(result, changed=True))
+        if self.deploy:
+            # A scale alone starts no deployment: the PRIMARY one just changes its count.
+            started = primary_deployment(updated) or {}
+            result.update(deployment_id=started.get('id'), rollout_state=started.get('rolloutState'))
+        result['deployment_started'] = self.deploy
+
+    def _ledger(self):
+        """Tags to write before the update. A rollback is recorded first: if we die after the update,
+        a re-run of `previous` still knows it happened and does not walk back a second revision."""
+        ledger = {}
+        if self.target['revision'] < self.current:
+            ledger[TAG_ROLLBACK] = '%s->%s' % (revision_name(self.family, self.current), self.stable_mark)
+        if self.scale and not self.params['restore_desired_count']:
+            ledger[TAG_DESIRED_BEFORE] = str(self.desired_before)
+        return ledger
+
+    def _update_request(self):
+        request = {}
+        if self.deploy:
+            request.update(taskDefinition=self.target_arn, forceNewDeployment=bool(self.params['force_new_deployment']))
+        if self.scale:
+            request['desiredCount'] = self.desired_after
+        return request
+
+    def wait(self, result):
+        if not self.params['wait'] or not (self.deploy or self.scale or self.in_flight):
+            return
+        watch = RolloutWatch(self.ecs, result, self.target_arn, self.started_at, self.params['wait_outage_grace'],
+                             self.clock)
         timer = Timer(self.clock)
-        delay = self.first_delay
-        svc, outage = None, None   # outage: a Timer since the first failed poll of a run of them
-        while True:
-            try:
-                svc = self.ecs.describe()
-            except OpsError as err:
-                if not getattr(err, 'transient', False):
-                    raise describe_failed(err, None)
-                outage = outage or Timer(self.clock)
-                if outage.remaining(self.outage_grace) <= 0:
-                    raise describe_failed(err, outage.elapsed())
-                if timer.remaining(self.timeout) <= 0:
-                    raise timed_out(svc, err, outage.elapsed())
-                pause = min(delay, timer.remaining(self.timeout), outage.remaining(self.outage_grace))
-            else:
-                outage = None
-                outcome = done(svc)
-                if outcome is not None:
-                    return outcome
-                if timer.remaining(self.timeout) <= 0:
-                    raise timed_out(svc, None, None)
-                pause = min(delay, timer.remaining(self.timeout))
-            self.sleep(max(pause, 0))
-            delay = min(delay * 1.6, self.max_delay)
+        try:
+            watch.wait(self.params['wait_timeout'], self.sleep, self.task.progress)
+        except OpsError as err:
+            err.result['waited_s'] = timer.elapsed()   # a failed wait says how long it waited, too
+            raise
+        result['waited_s'] = timer.elapsed()
+
+    def mark_stable(self, result):
+        if not self.mark:
+            return
+        self.ecs.tag(self.svc['serviceArn'], {TAG_LAST_STABLE: self.stable_mark})
+        self.ecs.tag(self.target_arn, {TAG_STABLE_ON_REVISION: now_iso()})
+        result['marked_stable'] = True
+
+
+# --------------------------------------------------------------------------- the wait
+
+class RolloutWatch:
+    """The wait for the deployment of a release result (or, when it has none, its scale) to settle.
+
+    Polls DescribeServices on poll.ROLLOUT; ECS's ServicesStable waiter is not used, it reports a
+    circuit-breaker rollback as success. One DescribeServices is already retried by botocore; a
+    transient failure left after that (AwsError.transient: 5xx, throttling, connection errors,
+    timeouts) does not end the wait: polling goes on until the deadline, or until ECS has failed
+    for outage_grace seconds without one good answer. Any other error ends the wait at once.
+    """
+
+    def __init__(self, ecs, result, target_arn, started_at, outage_grace, clock):
+        self.ecs = ecs
+        self.result = result
+        self.deployment_id = result['deployment_id']
+        self.target_arn = target_arn
+        self.started_at = started_at
+        self.outage_grace = outage_grace
+        self.clock = clock
+        self.seen = set()     # ids of the events already in the result
+        self.svc = None       # the last answer
+        self.error = None     # the failure of the last poll, when it failed
+        self.outage = None    # a Timer since the first failed poll of a run of them
+
+    def wait(self, timeout, sleep, progress):
+        try:
+            poll(self.probe, timeout, backoff=ROLLOUT, sleep=lambda pause: sleep(self._pause(pause)),
+                 progress=lambda waited: progress(self.progress_line(waited)), clock=self.clock)
+        except PollTimeout:
+            raise self.timed_out(timeout)
+
+    def _pause(self, pause):
+        """A pause ends when the outage grace does, so that a lost contact is called on time."""
+        if self.outage is None:
+            return pause
+        return max(0.0, min(pause, self.outage.remaining(self.outage_grace)))
+
+    def probe(self, deadline):
+        """'done' once settled, None while not; raises when the wait has to end otherwise."""
+        del deadline  # the deadline is poll's to keep
+        try:
+            svc = self.ecs.describe()
+        except OpsError as err:
+            return self._failed_poll(err)
+        self.svc, self.error, self.outage = svc, None, None
+        self.result['events'].extend(_new_events(svc, self.seen, self.started_at))
+        return self._outcome(svc)
+
+    def _failed_poll(self, err):
+        if not getattr(err, 'transient', False):
+            raise _failure('cannot follow %s: %s; the update was sent, re-run to converge once that is fixed'
+                           % (self.waiting_for(), err.msg), self.result)
+        self.error = err
+        self.outage = self.outage or Timer(self.clock)
+        if self.outage.remaining(self.outage_grace) <= 0:
+            raise _failure('lost contact with ECS for %.0fs (longer than wait_outage_grace, %ss) while waiting for '
+                           '%s (%s); the update was sent, re-run to converge'
+                           % (self.outage.elapsed(), self.outage_grace, self.waiting_for(), err.msg), self.result)
+        return None
+
+    def _outcome(self, svc):
+        if not self.deployment_id:
+            # Scale only: done when the tasks have settled on the desired count.
+            return 'done' if _settled(svc) else None
+        outcome, detail = deployment_outcome(svc, self.deployment_id, self.target_arn)
+        self.result['rollout_state'] = (detail or {}).get('rolloutState')
+        if outcome == 'done':
+            return outcome if _settled(svc) else None
+        if outcome is None:
+            return None
+        raise self._deployment_failed(outcome, detail, svc)
+
+    def _deployment_failed(self, outcome, detail, svc):
+        deployment, target = self.deployment_id, parse_and_name(self.target_arn)
+        if outcome == 'failed':
+            return _failure('deployment %s of %s FAILED: %s' % (deployment, target, detail.get('rolloutStateReason')),
+                            self.result)
+        if outcome == 'rolled_back':
+            back_to = parse_and_name((primary_deployment(svc) or {}).get('taskDefinition'))
+            return _failure('deployment %s of %s failed and ECS rolled the service back to %s by itself '
+                            '(circuit breaker): %s' % (deployment, target, back_to,
+                                                       failure_reason(detail, self.result['events'], deployment)),
+                            self.result, rolled_back_to=back_to)
+        return _failure('deployment %s was superseded by deployment %s (someone else updated %s)'
+                        % (deployment, detail.get('id'), self.ecs.service), self.result)
+
+    def waiting_for(self):
+        if self.deployment_id:
+            return 'deployment %s of %s on %s' % (self.deployment_id, parse_and_name(self.target_arn), self.ecs.service)
+        return '%s to run %s tasks' % (self.ecs.service, self.result['desired_count']['after'])
+
+    def timed_out(self, timeout):
+        if self.error is not None:
+            return _failure('timed out after %ss waiting for %s: ECS has not answered for the last %.0fs (%s); '
+                            'the update was sent, re-run to converge'
+                            % (timeout, self.waiting_for(), self.outage.elapsed(), self.error.msg), self.result)
+        svc = self.svc or {}
+        primary = primary_deployment(svc) or {}
+        return _failure('timed out after %ss waiting for %s: deployment %s is %s, %s of %s tasks running'
+                        % (timeout, self.ecs.service, primary.get('id'), primary.get('rolloutState'),
+                           svc.get('runningCount'), svc.get('desiredCount')), self.result)
+
+    def progress_line(self, waited):
+        """What the wait is at, for a line every ~10 s on the controller."""
+        waited = format_duration(waited)
+        if self.error is not None:
+            return '%s: no answer from ECS for %s (%s), waited %s' % (
+                self.waiting_for(), format_duration(self.outage.elapsed()), self.error.msg, waited)
+        svc = self.svc or {}
+        if not self.deployment_id:
+            return '%s: %s of %s tasks running, waited %s' % (
+                self.ecs.service, svc.get('runningCount'), svc.get('desiredCount'), waited)
+        deployments = svc.get('deployments') or []
+        mine = next((d for d in deployments if d.get('id') == self.deployment_id), {})
+        draining = sum(d.get('runningCount') or 0 for d in deployments if d.get('id') != self.deployment_id)
+        return 'deployment %s %s: %s of %s tasks running%s, waited %s' % (
+            self.deployment_id, mine.get('rolloutState'), mine.get('runningCount'), mine.get('desiredCount'),
+            ' (%d old still running)' % draining if draining else '', waited)
+
+
+def _settled(svc):
+    """One deployment left, running what is desired (ECS keeps an old deployment listed while its
+    tasks drain, after the new one COMPLETED)."""
+    return len(svc.get('deployments') or []) == 1 and svc.get('runningCount') == svc.get('desiredCount')
 
 
 def _new_events(svc, seen, since):
@@ -624,189 +993,6 @@ def deployment_outcome(svc, deployment_id, target_arn):
     return None, mine
 
 
-def check_desired_count(count, what):
-    """Refuse a count ECS would refuse (or, in the sandbox, try to start)."""
-    if not 0 <= count <= MAX_DESIRED_COUNT:
-        raise OpsError('%s must be between 0 and %d (ECS runs at most %d tasks per service), got %d'
-                       % (what, MAX_DESIRED_COUNT, MAX_DESIRED_COUNT, count))
-
-
-def check_wait(wait_timeout, wait_outage_grace):
-    if wait_timeout < 1:
-        raise OpsError('wait_timeout must be at least 1 second, got %s' % wait_timeout)
-    if wait_outage_grace < 0:
-        raise OpsError('wait_outage_grace must be 0 or more seconds, got %s' % wait_outage_grace)
-
-
-def release(ecs, spec, force_new_deployment=False, desired_count=None, restore_desired_count=False,
-            mark_stable=False, wait=True, wait_timeout=600, check_mode=False, expected_current=None,
-            hide=lambda *values: None, waiter=None, clock=time.time, image=None, container=None,
-            wait_outage_grace=DEFAULT_WAIT_OUTAGE_GRACE):
-    """Roll the service to spec, scale it, wait for it, mark it stable. Returns the result dict.
-
-    With image, spec names the base: a revision of the family with image in container
-    is registered (unless an identical one runs or is the newest) and rolled out.
-    """
-    started_at = datetime.datetime.fromtimestamp(clock(), datetime.timezone.utc)
-    check_wait(wait_timeout, wait_outage_grace)
-    if desired_count is not None:
-        check_desired_count(desired_count, 'desired_count')
-    if image is not None:
-        image = str(image).strip()
-        if not image:
-            raise OpsError('image must not be empty')
-        if force_new_deployment:
-            raise OpsError('image and force_new_deployment are mutually exclusive: image already deploys a new '
-                           'revision (force_new_deployment only redeploys the same one)')
-    elif container is not None:
-        raise OpsError('container only applies with image (it names the container that gets the image)')
-    svc = ecs.describe()
-    family, current = parse_task_definition(svc['taskDefinition'])
-    if expected_current is not None and current != int(expected_current):
-        raise OpsError('%s runs %s, not the expected %s: nothing changed (did someone else move it?)'
-                       % (ecs.service, revision_name(family, current), revision_name(family, int(expected_current))))
-    tags = tags_of(svc)
-    # Only ACTIVE revisions can be deployed; INACTIVE ones are listed (one more call)
-    # only to say precisely why a named target was refused.
-    try:
-        revisions = ecs.revisions(family, statuses=('ACTIVE',))
-        target = resolve_target(spec, family, current, revisions, tags)
-    except OpsError:
-        revisions = ecs.revisions(family)
-        target = resolve_target(spec, family, current, revisions, tags)
-    plan = None
-    if image is not None:
-        plan = image_plan(ecs, svc, family, current, target, revisions, image, container=container, hide=hide)
-        if plan['entry'] is not None:
-            target = plan['entry']
-        else:
-            target = dict(revision=None, arn=None, name=None, status=None,
-                          reason='would register a new revision of %s from %s with image %s'
-                                 % (family, plan['base'], image))
-    before = dict(revision=revision_name(family, current), desired_count=svc.get('desiredCount'),
-                  last_stable=tags.get(TAG_LAST_STABLE))
-
-    # What the desired count should become.
-    new_desired = svc.get('desiredCount')
-    if restore_desired_count:
-        remembered = tags.get(TAG_DESIRED_BEFORE)
-        if remembered is None or not str(remembered).isdigit():
-            raise OpsError('restore_desired_count: no remembered desired count on service %s '
-                           '(it is set when this module scales the service)' % ecs.service)
-        new_desired = int(remembered)
-        check_desired_count(new_desired, 'restore_desired_count: the count remembered in tag %s on service %s'
-                            % (TAG_DESIRED_BEFORE, ecs.service))
-    elif desired_count is not None:
-        new_desired = desired_count
-    scale = new_desired != svc.get('desiredCount')
-
-    deploy = target['revision'] != current or force_new_deployment
-    if mark_stable and not wait and (deploy or scale):
-        raise OpsError('mark_stable needs wait: true when a deployment is started '
-                       '(a revision is only stable once it has rolled out)')
-    registered = None
-    if plan is not None and plan['entry'] is None and not check_mode:
-        new_td = ecs.register(plan['request'])
-        hide(*secret_values(new_td))
-        fam, rev = parse_task_definition(new_td['taskDefinitionArn'])
-        registered = revision_name(fam, rev)
-        target = dict(revision=rev, arn=new_td['taskDefinitionArn'], name=registered, status='ACTIVE',
-                      reason='registered from %s with image %s' % (plan['base'], image))
-    target_arn = target['arn'] or (svc['taskDefinition'] if target['revision'] is not None else None)
-    if plan is not None:
-        target_images = plan['images']
-    elif target['revision'] == current:
-        target_images = images(ecs.task_definition(svc['taskDefinition']))
-    else:
-        target_images = images(ecs.task_definition(target_arn))
-
-    # A deployment of the target that is already rolling (e.g. the run that started it
-    # lost contact with ECS) is waited on, not started again.
-    primary = primary_deployment(svc) or {}
-    in_flight = (target_arn is not None and primary.get('taskDefinition') == target_arn
-                 and primary.get('rolloutState') == 'IN_PROGRESS')
-    if target['revision'] is None:
-        stable_mark = '(new revision of %s)' % family   # check mode: not registered, so no number yet
-    else:
-        stable_mark = revision_name(family, target['revision'])
-    mark = mark_stable and tags.get(TAG_LAST_STABLE) != stable_mark
-
-    after = dict(before, revision=stable_mark, desired_count=new_desired,
-                 last_stable=stable_mark if mark_stable else before['last_stable'])
-    if plan is not None:
-        # Images only: container definitions carry the environment (secrets).
-        before['images'] = images_by_container(plan['current_td'])
-        after['images'] = dict((c.get('name'), c.get('image')) for c in plan['request'].get('containerDefinitions', []))
-    changed = deploy or scale or mark
-    result = dict(
-        changed=changed, cluster=ecs.cluster, service=ecs.service,
-        from_revision=dict(name=before['revision'], revision=current, arn=svc['taskDefinition']),
-        to_revision=dict(name=target['name'] if target['revision'] is None else stable_mark,
-                         revision=target['revision'], arn=target_arn, reason=target['reason'], images=target_images),
-        registered=registered,
-        desired_count=dict(before=svc.get('desiredCount'), after=new_desired),
-        previous_desired_count=svc.get('desiredCount'),
-        deployment_id=primary.get('id') if in_flight and not force_new_deployment else None,
-        rollout_state=primary.get('rolloutState'),
-        deployment_started=False, marked_stable=False, events=[], waited_s=0.0,
-        diff=dict(before=before, after=after),
-    )
-    if plan is not None:
-        result['msg'] = target['reason']
-    if check_mode:
-        result['deployment_started'] = deploy
-        result['marked_stable'] = mark
-        return result
-
-    if deploy or scale:
-        ledger = {}
-        if target['revision'] < current:
-            # Any rollback is recorded, before the update: if we die after it, a re-run
-            # of `previous` still knows it happened and does not walk back a second revision.
-            ledger[TAG_ROLLBACK] = '%s->%s' % (before['revision'], stable_mark)
-        if scale and not restore_desired_count:
-            ledger[TAG_DESIRED_BEFORE] = str(svc.get('desiredCount'))
-        kwargs = {}
-        if deploy:
-            kwargs['taskDefinition'] = target_arn
-            kwargs['forceNewDeployment'] = bool(force_new_deployment)
-        if scale:
-            kwargs['desiredCount'] = new_desired
-        try:
-            if ledger:
-                ecs.tag(svc['serviceArn'], ledger)
-            updated = ecs.update(**kwargs)
-        except OpsError as err:
-            if registered is None:
-                raise
-            raise _failure('%s (%s was registered; a re-run deploys it without registering another)'
-                           % (err.msg, registered), dict(result, changed=True))
-        if deploy:
-            # A scale alone starts no deployment: the PRIMARY one just changes its count.
-            new_primary = primary_deployment(updated) or {}
-            result['deployment_id'] = new_primary.get('id')
-            result['rollout_state'] = new_primary.get('rolloutState')
-        result['deployment_started'] = deploy
-    elif in_flight and not wait:
-        result['deployment_id'] = primary.get('id')
-
-    if wait and (deploy or scale or in_flight):
-        waiter = waiter or Waiter(ecs, wait_timeout, outage_grace=wait_outage_grace)
-        wait_timer = Timer(waiter.clock)
-        try:
-            _wait(ecs, waiter, result, target_arn, started_at)
-        except OpsError as err:
-            err.result['waited_s'] = wait_timer.elapsed()   # a failed wait says how long it waited, too
-            raise
-        result['waited_s'] = wait_timer.elapsed()
-
-    if mark:
-        ecs.tag(svc['serviceArn'], {TAG_LAST_STABLE: stable_mark})
-        ecs.tag(target_arn, {TAG_STABLE_ON_REVISION: now_iso()})
-        result['marked_stable'] = True
-    return result
-
-
 def failure_reason(deployment, events, deployment_id):
     """Why a deployment failed: its own reason, else the event that said so.
 
@@ -828,62 +1014,3 @@ def _failure(msg, result, **extra):
     changed = fields.pop('changed')
     fields.pop('msg', None)
     return OpsError(msg, changed=changed, **fields)
-
-
-def _wait(ecs, waiter, result, target_arn, started_at):
-    """Wait for the deployment in result (or the scale) to settle; update result."""
-    seen = set()
-    deployment_id = result['deployment_id']
-
-    def settled(svc):
-        return len(svc.get('deployments') or []) == 1 and svc.get('runningCount') == svc.get('desiredCount')
-
-    def done(svc):
-        result['events'].extend(_new_events(svc, seen, started_at))
-        if deployment_id:
-            outcome, detail = deployment_outcome(svc, deployment_id, target_arn)
-            result['rollout_state'] = (detail or {}).get('rolloutState')
-            if outcome == 'done':
-                return outcome if settled(svc) else None
-            if outcome == 'failed':
-                raise _failure('deployment %s of %s FAILED: %s' % (
-                    deployment_id, parse_and_name(target_arn), detail.get('rolloutStateReason')), result)
-            if outcome == 'rolled_back':
-                primary = primary_deployment(svc) or {}
-                raise _failure(
-                    'deployment %s of %s failed and ECS rolled the service back to %s by itself '
-                    '(circuit breaker): %s' % (deployment_id, parse_and_name(target_arn),
-                                               parse_and_name(primary.get('taskDefinition')),
-                                               failure_reason(detail, result['events'], deployment_id)),
-                    result, rolled_back_to=parse_and_name(primary.get('taskDefinition')))
-            if outcome == 'superseded':
-                raise _failure('deployment %s was superseded by deployment %s (someone else updated %s)'
-                               % (deployment_id, detail.get('id'), ecs.service), result)
-            return None
-        # Scale only: done when the tasks have settled on the desired count.
-        return 'done' if settled(svc) else None
-
-    if deployment_id:
-        waiting_for = 'deployment %s of %s on %s' % (deployment_id, parse_and_name(target_arn), ecs.service)
-    else:
-        waiting_for = '%s to run %s tasks' % (ecs.service, result['desired_count']['after'])
-
-    def describe_failed(err, outage_s):
-        if outage_s is None:
-            return _failure('cannot follow %s: %s; the update was sent, re-run to converge once that is fixed'
-                            % (waiting_for, err.msg), result)
-        return _failure('lost contact with ECS for %.0fs (longer than wait_outage_grace, %ss) while waiting for %s '
-                        '(%s); the update was sent, re-run to converge'
-                        % (outage_s, waiter.outage_grace, waiting_for, err.msg), result)
-
-    def timed_out(svc, err, outage_s):
-        if svc is None or err is not None:
-            return _failure('timed out after %ss waiting for %s: ECS has not answered for the last %.0fs (%s); '
-                            'the update was sent, re-run to converge' % (waiter.timeout, waiting_for, outage_s, err.msg),
-                            result)
-        primary = primary_deployment(svc) or {}
-        return _failure('timed out after %ss waiting for %s: deployment %s is %s, %s of %s tasks running'
-                        % (waiter.timeout, ecs.service, primary.get('id'), primary.get('rolloutState'),
-                           svc.get('runningCount'), svc.get('desiredCount')), result)
-
-    waiter._poll(done, describe_failed, timed_out)

@@ -1,13 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: hotelbot.ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""HTTP checks for hotelbot.ops.http_check: requests, timing, percentiles, assertions.
+"""The check engine of hotelbot.ops.http_check: requests timed, percentiles, assertions, masking.
 
-Standard library only (urllib, ssl, json, concurrent.futures), so the unit tests
-import it without Ansible. The entry point is check_http(params, check_mode, hide):
-params are the module's parameters, hide(*values) registers values that must never
-be shown (module.no_log_values), and the return value is the module result. Input
-errors, and failed checks when fail_on_error is set, raise OpsError.
+The entry point is check_http(task), the module's work (common.Task: the params validated and
+completed by the module's SPEC, check_mode, hide). What the SPEC cannot say (URLs that parse,
+unique names, status codes, methods, JSON path modifiers) is checked here before any request;
+failed checks raise OpsError when fail_on_error is set. Sending and reading is the collection's
+one HTTP transport (module_utils/transport.py); this file times it and judges the answers.
 
 Every request of a check is assessed on its own (status, body, JSON fields); a check
 passes when every request passed and, if max_latency_ms is set, the nearest-rank p95
@@ -20,22 +20,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import http.client
 import json
 import math
-import os
 import re
-import socket
-import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 from ansible_collections.hotelbot.ops.plugins.module_utils.masking import is_secret_name
+from ansible_collections.hotelbot.ops.plugins.module_utils.transport import Transport, TransportError, json_type
 from ansible_collections.hotelbot.ops.plugins.module_utils.url import (  # noqa: F401 (re-exported)
     add_query, header_secrets, join_url, mask_url, url_problem, url_secrets, url_secrets_any,
 )
@@ -44,22 +39,9 @@ USER_AGENT = 'hotelbot.ops-http_check/0.1'
 MAX_ERRORS = 5
 MAX_BODY_SHOWN = 1024
 MAX_JSON_KEPT = 65536
-# Bodies are read in chunks of this size; past max_body_bytes they are counted, not kept, so
-# memory stays near concurrency x max_body_bytes whatever the servers send.
-READ_CHUNK = 256 * 1024
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-MAX_MAX_BODY_BYTES = 64 * 1024 * 1024
 READ_ONLY_METHODS = frozenset(['GET', 'HEAD', 'OPTIONS'])
-
-# Which query keys and headers hold credentials, and URL userinfo: masking.py (one rule for every module).
+# A token of RFC 9110: what may be an HTTP method.
 METHOD_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-# Top-level defaults, the same as the module's argument spec (used when a key is absent).
-DEFAULTS = dict(
-    base_url=None, count=1, concurrency=1, timeout=10.0, validate_certs=True, ca_path=None,
-    headers=None, secret_headers=None, max_latency_ms=None, retries=0, retry_delay=1.0,
-    fail_on_error=True, follow_redirects=True, use_proxy=True, max_body_bytes=DEFAULT_MAX_BODY_BYTES,
-)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -99,21 +81,6 @@ def latency_stats(values_ms):
 # --------------------------------------------------------------------------- JSON paths
 
 _MISSING = object()
-
-
-def json_type(value):
-    """The JSON name of a decoded value's type."""
-    if value is None:
-        return 'null'
-    if isinstance(value, bool):
-        return 'boolean'
-    if isinstance(value, (int, float)):
-        return 'number'
-    if isinstance(value, str):
-        return 'string'
-    if isinstance(value, list):
-        return 'array'
-    return 'object'
 
 
 def json_lookup(data, path):
@@ -200,16 +167,14 @@ def check_json_field(data, field, expected):
 class Check:
     """One named check, validated and with every default resolved."""
 
-    def __init__(self, name, url, method='GET', headers=None, data=None, status=None,
-                 json_fields=None, body_contains=None, count=1, concurrency=1, timeout=10.0,
-                 max_latency_ms=None, run_in_check_mode=False, secret_query_keys=(),
-                 max_body_bytes=DEFAULT_MAX_BODY_BYTES):
+    def __init__(self, name, url, method, headers, data, status, json_fields, body_contains, count,
+                 concurrency, timeout, max_latency_ms, run_in_check_mode, max_body_bytes, display_url):
         self.name = name
         self.url = url
         self.method = method.upper()
-        self.headers = headers or {}
+        self.headers = headers
         self.data = data
-        self.status = list(status or [200])
+        self.status = list(status)
         self.json_fields = json_fields or {}
         self.body_contains = body_contains
         self.count = count
@@ -218,133 +183,39 @@ class Check:
         self.max_latency_ms = max_latency_ms
         self.run_in_check_mode = run_in_check_mode
         self.max_body_bytes = max_body_bytes
-        self.display_url = mask_url(url, secret_query_keys)
+        self.display_url = display_url
 
 
 class Sample:
-    """The outcome of one request: a status and body, or an error; latency in ms.
+    """The outcome of one request: an answer (status, body) or an error; latency in ms.
 
     body is at most the check's max_body_bytes; body_bytes counts the whole body received and
     truncated says whether body is only its beginning.
     """
 
-    def __init__(self, status=None, body=None, latency_ms=None, error=None, charset=None, body_bytes=0,
-                 truncated=False):
-        self.status = status
-        self.body = body
+    def __init__(self, latency_ms, answer=None, error=None):
         self.latency_ms = latency_ms
         self.error = error
-        self.charset = charset or 'utf-8'
-        self.body_bytes = body_bytes
-        self.truncated = truncated
+        self.status = answer.status if answer else None
+        self.body = answer.body if answer else None
+        self.charset = answer.charset if answer else 'utf-8'
+        self.body_bytes = answer.body_bytes if answer else 0
+        self.truncated = answer.truncated if answer else False
 
     def text(self):
         return (self.body or b'').decode(self.charset, 'replace')
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Return 3xx responses as they are (they then show up as their status)."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-def tls_context(validate_certs=True, ca_path=None):
-    """The TLS context of the requests; OpsError naming ca_path when it cannot be used."""
-    if validate_certs:
-        if ca_path is not None and not os.path.isfile(ca_path):
-            raise OpsError('ca_path %s does not exist or is not a file, nothing was requested' % ca_path)
-        try:
-            return ssl.create_default_context(cafile=ca_path)
-        except (OSError, ssl.SSLError) as err:
-            reason = getattr(err, 'reason', None) or getattr(err, 'strerror', None) or err
-            raise OpsError('ca_path %s is not a PEM file of CA certificates (%s), nothing was requested'
-                           % (ca_path, reason))
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
-def build_opener(validate_certs=True, ca_path=None, follow_redirects=True, use_proxy=True):
-    """A urllib opener for the checks (shared by the worker threads; it keeps no state)."""
-    handlers = [urllib.request.HTTPSHandler(context=tls_context(validate_certs, ca_path))]
-    if not use_proxy:
-        handlers.append(urllib.request.ProxyHandler({}))
-    if not follow_redirects:
-        handlers.append(_NoRedirect())
-    return urllib.request.build_opener(*handlers)
-
-
-def describe_error(err, timeout):
-    """A short operator-facing message for an exception raised by a request."""
-    reason = err.reason if isinstance(err, urllib.error.URLError) else err
-    if isinstance(reason, (socket.timeout, TimeoutError)) or 'timed out' in str(reason):
-        return 'timed out after %gs' % timeout
-    if isinstance(reason, ConnectionRefusedError):
-        return 'connection refused'
-    if isinstance(reason, ConnectionResetError):
-        return 'connection reset by peer'
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        return 'TLS certificate verification failed: %s' % (reason.verify_message or reason)
-    if isinstance(reason, ssl.SSLError):
-        return 'TLS error: %s' % (reason.reason or reason)
-    if isinstance(reason, socket.gaierror):
-        return 'cannot resolve host: %s' % (reason.strerror or reason)
-    if isinstance(reason, http.client.RemoteDisconnected):
-        return 'server closed the connection without a response'
-    if isinstance(reason, http.client.HTTPException):
-        return 'invalid HTTP response: %s: %s' % (type(reason).__name__, reason)
-    if isinstance(reason, OSError) and reason.strerror:
-        return reason.strerror[:1].lower() + reason.strerror[1:]
-    return '%s: %s' % (type(reason).__name__, reason) if not isinstance(reason, str) else reason
-
-
-def read_body(response, limit):
-    """(the first limit bytes, the byte count of the whole body, whether it was longer than limit).
-
-    Reads in READ_CHUNK pieces and drops what is past limit, so memory does not grow with the body.
-    """
-    kept = bytearray()
-    total = 0
-    while True:
-        chunk = response.read(READ_CHUNK)
-        if not chunk:
-            break
-        total += len(chunk)
-        room = limit - len(kept)
-        if room > 0:
-            kept += chunk[:room]
-    return bytes(kept), total, total > limit
-
-
-def send(opener, check, clock=time.perf_counter):
-    """Make one request of check; never raises for network or HTTP errors."""
-    request = urllib.request.Request(check.url, data=check.data, headers=check.headers,
-                                     method=check.method)
+def send(transport, check, clock=time.perf_counter):
+    """Make one request of check, timed from sending to the last byte of the body; never raises
+    for network or HTTP errors (the transport's send() is one try: retries are the check's)."""
     started = clock()
     try:
-        response = opener.open(request, timeout=check.timeout)
-        try:
-            body, size, cut = read_body(response, check.max_body_bytes)
-            status = response.status
-            charset = response.headers.get_content_charset()
-        finally:
-            response.close()
-    except urllib.error.HTTPError as err:
-        # A non-2xx (or unfollowed 3xx) answer is a response to assess, not a failure to connect.
-        status = err.code
-        charset = err.headers.get_content_charset() if err.headers is not None else None
-        try:
-            body, size, cut = read_body(err, check.max_body_bytes)
-        except Exception:  # pylint: disable=broad-except
-            body, size, cut = b'', 0, False
-        finally:
-            err.close()
-    except Exception as err:  # pylint: disable=broad-except
-        return Sample(latency_ms=(clock() - started) * 1000.0, error=describe_error(err, check.timeout))
-    return Sample(status=status, body=body, latency_ms=(clock() - started) * 1000.0, charset=charset,
-                  body_bytes=size, truncated=cut)
+        answer = transport.send(check.method, check.url, data=check.data, headers=check.headers,
+                                timeout=check.timeout, max_body_bytes=check.max_body_bytes)
+    except TransportError as err:
+        return Sample((clock() - started) * 1000.0, error=err.reason)
+    return Sample((clock() - started) * 1000.0, answer=answer)
 
 
 def assess(check, sample):
@@ -391,12 +262,12 @@ def _response_view(sample):
     return view
 
 
-def run_check(check, opener, clock=time.perf_counter):
+def run_check(check, transport, clock=time.perf_counter):
     """Make check.count requests, check.concurrency at a time, and assess them."""
     started = clock()
 
     def one(index):
-        sample = send(opener, check, clock=clock)
+        sample = send(transport, check, clock=clock)
         errors = assess(check, sample)
         if index != check.count - 1:
             sample.body = None  # only the last response is reported
@@ -450,7 +321,7 @@ def skipped_result(check, reason):
     )
 
 
-def run_checks(checks, opener, retries=0, retry_delay=1.0, check_mode=False, sleep=time.sleep,
+def run_checks(checks, transport, retries=0, retry_delay=1.0, check_mode=False, sleep=time.sleep,
                clock=time.perf_counter):
     """Run every check; re-run the failing ones up to retries more times, retry_delay apart.
 
@@ -470,7 +341,7 @@ def run_checks(checks, opener, retries=0, retry_delay=1.0, check_mode=False, sle
         attempt += 1
         failing = []
         for check in pending:
-            result = run_check(check, opener, clock=clock)
+            result = run_check(check, transport, clock=clock)
             result['attempts'] = attempt
             results[check.name] = result
             if not result['passed']:
@@ -499,24 +370,6 @@ def summary_line(name, result):
 
 # --------------------------------------------------------------------------- input
 
-# Upper bounds: a typo (count: 100000000000, timeout: 36000000) would otherwise hang the play for days.
-MAXIMUMS = dict(count=100000, concurrency=256, timeout=3600, retries=100, retry_delay=3600)
-
-
-def _number(problems, where, name, value, minimum, strict=False):
-    if value is None:
-        return
-    maximum = MAXIMUMS.get(name)
-    if math.isnan(value):
-        problems.append('%s%s must be a number, got %s' % (where, name, value))
-    elif strict and value <= minimum:
-        problems.append('%s%s must be greater than %g, got %s' % (where, name, minimum, value))
-    elif not strict and value < minimum:
-        problems.append('%s%s must be at least %g, got %s' % (where, name, minimum, value))
-    elif maximum is not None and value > maximum:
-        problems.append('%s%s must be at most %g, got %s' % (where, name, maximum, value))
-
-
 def _merge_headers(*layers):
     """Merge header dicts, later ones winning, names compared case-insensitively."""
     merged = OrderedDict()
@@ -526,136 +379,130 @@ def _merge_headers(*layers):
     return dict(merged.values())
 
 
-def build_checks(params, hide=None):
-    """Validate params and return the list of Check; raise OpsError naming every problem.
-
-    hide(*values) is called with every credential found (secret headers, secret query values,
-    secret-looking query values in URLs, URL passwords) before anything is requested.
-    """
-    hide = hide or (lambda *values: None)
-    p = dict(DEFAULTS)
-    p.update((k, v) for k, v in params.items() if v is not None or k not in DEFAULTS)
-    problems = []
-    base_url = p.get('base_url')
-    if isinstance(base_url, str):
-        hide(*url_secrets_any(base_url))
-    if base_url is not None:
-        problem = url_problem('base_url', base_url)
-        if problem:
-            problems.append(problem)
-            base_url = None
-    for name in ('count', 'concurrency'):
-        _number(problems, '', name, p[name], 1)
-    _number(problems, '', 'timeout', p['timeout'], 0, strict=True)
-    _number(problems, '', 'max_latency_ms', p['max_latency_ms'], 0, strict=True)
-    _number(problems, '', 'retries', p['retries'], 0)
-    _number(problems, '', 'retry_delay', p['retry_delay'], 0)
-    max_body = p['max_body_bytes']
-    if max_body is None or not 1 <= max_body <= MAX_MAX_BODY_BYTES:
-        problems.append('max_body_bytes must be between 1 and %d, got %s' % (MAX_MAX_BODY_BYTES, max_body))
-
-    top_secrets = p['secret_headers'] or {}
-    for value in top_secrets.values():
-        hide(*header_secrets(value))
-    for key, value in (p['headers'] or {}).items():
-        if value and is_secret_name(key):
+def hide_credentials(params, hide):
+    """Register every credential of the params before anything can show them: secret headers,
+    credential-named headers, secret query values, URL passwords and secret-looking query values."""
+    def headers(plain, secret):
+        for value in (secret or {}).values():
             hide(*header_secrets(value))
-
-    checks = []
-    seen = set()
-    raw_checks = params.get('checks') or []
-    if not raw_checks:
-        problems.append('checks must list at least one check')
-    for index, raw in enumerate(raw_checks):
-        raw = raw or {}
-        name = raw.get('name')
-        where = 'check %r: ' % name if name else 'check #%d: ' % (index + 1)
-        if not name:
-            problems.append('%sname is required' % where)
-        elif name in seen:
-            problems.append('%sduplicate name (names must be unique)' % where)
-        seen.add(name)
-
-        secret_query = raw.get('secret_query') or {}
-        for value in (raw.get('secret_headers') or {}).values():
-            hide(*header_secrets(value))
-        for key, value in (raw.get('headers') or {}).items():
+        for key, value in (plain or {}).items():
             if value and is_secret_name(key):
                 hide(*header_secrets(value))
-        for value in secret_query.values():
+
+    if isinstance(params.get('base_url'), str):
+        hide(*url_secrets_any(params['base_url']))
+    headers(params.get('headers'), params.get('secret_headers'))
+    for raw in params.get('checks') or []:
+        headers(raw.get('headers'), raw.get('secret_headers'))
+        for value in (raw.get('secret_query') or {}).values():
             if value not in (None, ''):
                 hide(str(value), urllib.parse.quote_plus(str(value)))
+        if isinstance(raw.get('url'), str):
+            hide(*url_secrets_any(raw['url']))
 
-        url = raw.get('url')
-        path = raw.get('path')
-        if url and path:
-            problems.append('%sset url or path, not both' % where)
-        elif url:
-            hide(*url_secrets_any(url))
-            problem = url_problem('url', url)
-            if problem:
-                problems.append(where + problem)
-                url = None
-        elif base_url:
-            url = join_url(base_url, path or '')
-            problem = url_problem('path', url)
-            if problem:
-                problems.append(where + problem)
-                url = None
-        elif p.get('base_url') is None:
-            problems.append('%sneeds url, or path together with base_url' % where)
-        if url:
-            url = add_query(url, secret_query)
-            hide(*url_secrets(url, secret_query))
 
-        method = str(raw.get('method') or 'GET')
-        if not METHOD_RE.match(method):
-            problems.append('%smethod %r is not a valid HTTP method' % (where, method))
+def _base_url(params, problems):
+    """base_url when it is usable, else None (and the problem noted)."""
+    base_url = params.get('base_url')
+    problem = url_problem('base_url', base_url) if base_url is not None else None
+    if problem:
+        problems.append(problem)
+        return None
+    return base_url
 
-        status = raw.get('status') or [200]
-        bad = [s for s in status if not isinstance(s, int) or isinstance(s, bool) or not 100 <= s <= 599]
-        if bad:
-            problems.append('%sstatus codes must be between 100 and 599, got %s' % (where, bad))
 
-        count = raw.get('count') if raw.get('count') is not None else p['count']
-        concurrency = raw.get('concurrency') if raw.get('concurrency') is not None else p['concurrency']
-        timeout = raw.get('timeout') if raw.get('timeout') is not None else p['timeout']
-        max_latency = raw.get('max_latency_ms') if raw.get('max_latency_ms') is not None else p['max_latency_ms']
-        _number(problems, where, 'count', count, 1)
-        _number(problems, where, 'concurrency', concurrency, 1)
-        _number(problems, where, 'timeout', timeout, 0, strict=True)
-        _number(problems, where, 'max_latency_ms', max_latency, 0, strict=True)
+def _names_problems(raw_checks):
+    if not raw_checks:
+        return ['checks must list at least one check']
+    seen, problems = set(), []
+    for raw in raw_checks:
+        if raw['name'] in seen:
+            problems.append('check %r: duplicate name (names must be unique)' % raw['name'])
+        seen.add(raw['name'])
+    return problems
 
-        json_fields = raw.get('json_fields') or {}
-        for field in json_fields:
-            modifier = split_field(str(field))[1]
-            if modifier is not None and modifier not in MODIFIERS:
-                problems.append('%sjson_fields key %r: unknown modifier %r (use %s)'
-                                % (where, field, modifier, ', '.join(MODIFIERS)))
 
-        body = raw.get('body')
-        payload = raw.get('json')
-        if body is not None and payload is not None:
-            problems.append('%sset json or body, not both' % where)
-        headers = _merge_headers({'User-Agent': USER_AGENT}, p['headers'], top_secrets,
-                                 raw.get('headers'), raw.get('secret_headers'))
-        data = None
-        if payload is not None:
-            data = json.dumps(payload).encode('utf-8')
-            if not any(k.lower() == 'content-type' for k in headers):
-                headers['Content-Type'] = 'application/json'
-        elif body is not None:
-            data = str(body).encode('utf-8')
+def _check_url(raw, params, base_url, where, problems):
+    """The URL a check requests (its url, or base_url + path, secret_query added), or None."""
+    url = raw.get('url')
+    if url:
+        problem = url_problem('url', url)
+    elif base_url:
+        url = join_url(base_url, raw.get('path') or '')
+        problem = url_problem('path', url)
+    elif params.get('base_url') is None:
+        problem = 'needs url, or path together with base_url'
+    else:
+        return None   # base_url is named already
+    if problem:
+        problems.append(where + problem)
+        return None
+    return add_query(url, raw.get('secret_query'))
 
+
+def _request_problems(raw, where):
+    """What the SPEC cannot check of a request: its method, status codes and JSON path modifiers."""
+    problems = []
+    method = str(raw.get('method') or 'GET')
+    if not METHOD_RE.match(method):
+        problems.append('%smethod %r is not a valid HTTP method' % (where, method))
+    bad = [s for s in raw.get('status') or [200] if not 100 <= s <= 599]
+    if bad:
+        problems.append('%sstatus codes must be between 100 and 599, got %s' % (where, bad))
+    for field in raw.get('json_fields') or {}:
+        modifier = split_field(str(field))[1]
+        if modifier is not None and modifier not in MODIFIERS:
+            problems.append('%sjson_fields key %r: unknown modifier %r (use %s)'
+                            % (where, field, modifier, ', '.join(MODIFIERS)))
+    return problems
+
+
+def _request_body(raw, headers):
+    """The bytes a check sends (its json or body), Content-Type set for JSON unless a header sets it."""
+    if raw.get('json') is not None:
+        if not any(k.lower() == 'content-type' for k in headers):
+            headers['Content-Type'] = 'application/json'
+        return json.dumps(raw['json']).encode('utf-8')
+    if raw.get('body') is not None:
+        return str(raw['body']).encode('utf-8')
+    return None
+
+
+def _or_default(raw, params, name):
+    return raw[name] if raw.get(name) is not None else params[name]
+
+
+def build_checks(params, hide):
+    """The list of Check of the validated params; OpsError naming every problem at once.
+
+    The SPEC has checked types, choices, ranges and which options go together; this checks the
+    rest. hide(*values) is called with every credential before anything is requested.
+    """
+    hide_credentials(params, hide)
+    problems = []
+    base_url = _base_url(params, problems)
+    raw_checks = params.get('checks') or []
+    problems.extend(_names_problems(raw_checks))
+    checks = []
+    for raw in raw_checks:
+        where = 'check %r: ' % raw['name']
+        url = _check_url(raw, params, base_url, where, problems)
+        problems.extend(_request_problems(raw, where))
         if problems:
             continue
+        secret_query_keys = tuple(str(k) for k in raw.get('secret_query') or {})
+        hide(*url_secrets(url, secret_query_keys))
+        headers = _merge_headers({'User-Agent': USER_AGENT}, params['headers'], params['secret_headers'],
+                                 raw.get('headers'), raw.get('secret_headers'))
         checks.append(Check(
-            name=name, url=url, method=method, headers=headers, data=data, status=status,
-            json_fields=json_fields, body_contains=raw.get('body_contains'), count=count,
-            concurrency=concurrency, timeout=float(timeout), max_latency_ms=max_latency,
-            run_in_check_mode=bool(raw.get('run_in_check_mode')),
-            secret_query_keys=tuple(str(k) for k in secret_query),
-            max_body_bytes=max_body,
+            name=raw['name'], url=url, method=str(raw.get('method') or 'GET'), headers=headers,
+            data=_request_body(raw, headers), status=raw.get('status') or [200], json_fields=raw.get('json_fields'),
+            body_contains=raw.get('body_contains'), count=_or_default(raw, params, 'count'),
+            concurrency=_or_default(raw, params, 'concurrency'),
+            timeout=float(_or_default(raw, params, 'timeout')),
+            max_latency_ms=_or_default(raw, params, 'max_latency_ms'),
+            run_in_check_mode=bool(raw.get('run_in_check_mode')), max_body_bytes=params['max_body_bytes'],
+            display_url=mask_url(url, secret_query_keys),
         ))
     if problems:
         raise OpsError('invalid input, nothing was requested: ' + '; '.join(problems))
@@ -664,20 +511,28 @@ def build_checks(params, hide=None):
 
 # --------------------------------------------------------------------------- entry point
 
-def check_http(params, check_mode=False, hide=None, opener=None, sleep=time.sleep):
-    """Run the checks described by the module parameters and return the module result.
+def check_http(task, transport=None, sleep=time.sleep):
+    """The module's work: run the checks of task.params and return the module result.
 
     Raises OpsError on invalid input (before any request), and when a check failed and
     fail_on_error is true (the result fields go with the error).
     """
-    p = dict(DEFAULTS)
-    p.update((k, v) for k, v in params.items() if v is not None or k not in DEFAULTS)
-    checks = build_checks(params, hide=hide)
-    if opener is None:
-        opener = build_opener(validate_certs=p['validate_certs'], ca_path=p['ca_path'],
-                              follow_redirects=p['follow_redirects'], use_proxy=p['use_proxy'])
-    results = run_checks(checks, opener, retries=p['retries'], retry_delay=p['retry_delay'],
-                         check_mode=check_mode, sleep=sleep)
+    params = task.params
+    checks = build_checks(params, task.hide)
+    if transport is None:
+        transport = Transport(validate_certs=params['validate_certs'], ca_path=params['ca_path'],
+                              follow_redirects=params['follow_redirects'], use_proxy=params['use_proxy'],
+                              user_agent=USER_AGENT, hide=task.hide)
+    results = run_checks(checks, transport, retries=params['retries'], retry_delay=params['retry_delay'],
+                         check_mode=task.check_mode, sleep=sleep)
+    result = outcome(results)
+    if result['failed_checks'] and params['fail_on_error']:
+        raise OpsError(result.pop('msg'), **result)
+    return result
+
+
+def outcome(results):
+    """The module result of the checks' results: passed, the lists of failed and skipped checks, msg."""
     failed = [name for name, r in results.items() if not r['passed']]
     skipped = [name for name, r in results.items() if r['skipped']]
     result = dict(
@@ -692,11 +547,8 @@ def check_http(params, check_mode=False, hide=None, opener=None, sleep=time.slee
         result['msg'] = '%d of %d checks failed: %s' % (
             len(failed), len(results),
             '; '.join('%s (%s)' % (name, (results[name]['errors'] or ['failed'])[0]) for name in failed))
-        if p['fail_on_error']:
-            raise OpsError(result.pop('msg'), **result)
     else:
-        ran = len(results) - len(skipped)
-        result['msg'] = '%d of %d checks passed' % (ran, len(results))
+        result['msg'] = '%d of %d checks passed' % (len(results) - len(skipped), len(results))
         if skipped:
             result['msg'] += ', %d skipped in check mode (%s)' % (len(skipped), ', '.join(skipped))
     return result

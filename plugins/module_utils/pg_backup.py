@@ -263,17 +263,14 @@ def no_data_message(extra_args):
             'set allow_no_data: true if a backup without data is meant; nothing was kept' % ' '.join(extra_args))
 
 
-def validate_options(fmt, jobs, keep, compress_value):
+def validate_options(fmt, jobs, compress_value):
+    """What the SPEC cannot say (its choices and ranges refuse the rest): options that only go
+    with some formats."""
     if fmt not in FORMATS:
         raise OpsError('format must be one of %s, got %r' % (', '.join(FORMATS), fmt))
-    if jobs is not None:
-        if fmt != 'directory':
-            raise OpsError('jobs needs format=directory: pg_dump dumps in parallel only into a directory '
-                           '(got format=%s)' % fmt)
-        if jobs < 1:
-            raise OpsError('jobs must be 1 or more, got %d' % jobs)
-    if keep is not None and keep < 1:
-        raise OpsError('keep must be 1 or more (the backup just written is always kept), got %d' % keep)
+    if jobs is not None and fmt != 'directory':
+        raise OpsError('jobs needs format=directory: pg_dump dumps in parallel only into a directory '
+                       '(got format=%s)' % fmt)
     if fmt == 'plain' and compress_value not in (None, ''):
         parse_compress(compress_value, fmt, 99)
 
@@ -500,12 +497,16 @@ def free_bytes(path):
 # --------------------------------------------------------------------------- manifests / retention
 
 def read_manifest(path):
+    """The manifest (a JSON object) at path; OpsError saying why when it cannot be read or is
+    something else. Retention skips such a file; a restore refuses the backup."""
     try:
         with open(path) as handle:
             data = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    except (OSError, ValueError) as err:
+        raise OpsError('no readable manifest %s (%s)' % (path, err))
+    if not isinstance(data, dict):
+        raise OpsError('manifest %s is not a JSON object' % path)
+    return data
 
 
 def our_backups(directory, database):
@@ -522,8 +523,11 @@ def our_backups(directory, database):
     for name in names:
         if not name.endswith('.manifest.json'):
             continue
-        manifest = read_manifest(os.path.join(directory, name))
-        if not manifest or manifest.get('tool') != MANIFEST_TOOL or manifest.get('database') != database:
+        try:
+            manifest = read_manifest(os.path.join(directory, name))
+        except OpsError:
+            continue  # not a backup of ours to count or prune
+        if manifest.get('tool') != MANIFEST_TOOL or manifest.get('database') != database:
             continue
         dump_name = manifest.get('file')
         if (not isinstance(dump_name, str) or '/' in dump_name or os.sep in dump_name
@@ -614,10 +618,9 @@ def tables_without_data(tables, dumped):
 
 
 def count_rows(cursor, resolved):
-    from psycopg import sql
     counts = {}
     for name, schema, table, oid in resolved:
-        cursor.execute(sql.SQL('SELECT count(*) FROM {}').format(postgres.identifier(schema, table)))
+        cursor.execute(postgres.sql.SQL('SELECT count(*) FROM {}').format(postgres.identifier(schema, table)))
         counts['%s.%s' % (schema, table)] = cursor.fetchone()[0]
     return counts
 
@@ -640,7 +643,7 @@ class Backup:
         self.secrets = [params.get('password')] if params.get('password') else []
         self.env = postgres.libpq_env(params, base=base_env)
         self.fmt = params.get('format') or 'custom'
-        validate_options(self.fmt, params.get('jobs'), params.get('keep'), params.get('compress'))
+        validate_options(self.fmt, params.get('jobs'), params.get('compress'))
         self.extra_args = check_extra_args(params.get('extra_args'))
         postgres.check_table_names('verify_tables', params.get('verify_tables'), 'nothing was written')
         if dumps_no_data(dump_selection(self.extra_args)) and not params.get('allow_no_data'):
@@ -710,7 +713,7 @@ class Backup:
         conn = postgres.connect(self.p, autocommit=False)
         partial = None
         try:
-            conn.isolation_level = _repeatable_read()
+            conn.isolation_level = postgres.psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             with conn.cursor() as cursor:
                 # The first statement starts the transaction whose snapshot pg_dump will share.
@@ -842,13 +845,8 @@ class Backup:
         return entries, 'entries of pg_restore --list; every data block was read back by pg_restore', dumped
 
 
-def _repeatable_read():
-    from psycopg import IsolationLevel
-    return IsolationLevel.REPEATABLE_READ
-
-
 def backup(params, check_mode=False, base_env=None):
-    """Entry point for the module: a plan in check mode, else a new backup."""
+    """A plan in check mode, else a new backup."""
     timer = Timer()
     job = Backup(params, base_env=base_env)
     result = job.plan() if check_mode else job.create()
@@ -856,19 +854,7 @@ def backup(params, check_mode=False, base_env=None):
     return result
 
 
-def backup_argument_spec():
-    spec = postgres.postgres_argument_spec()
-    spec.update(
-        dest=dict(type='path'),
-        path=dict(type='path'),
-        format=dict(type='str', default='custom', choices=list(FORMATS)),
-        compress=dict(type='str'),
-        jobs=dict(type='int'),
-        verify_tables=dict(type='list', elements='str', default=[]),
-        keep=dict(type='int'),
-        pg_dump_path=dict(type='path'),
-        bin_dir=dict(type='path'),
-        extra_args=dict(type='list', elements='str', default=[]),
-        allow_no_data=dict(type='bool', default=False),
-    )
-    return spec
+@postgres.postgres_work
+def backup_task(task):
+    """The module's work (its SPEC is in modules/pg_backup.py)."""
+    return backup(task.params, check_mode=task.check_mode)

@@ -9,32 +9,26 @@ with default_transaction_read_only, so check mode and normal mode are the same.
 
 The pure helpers (table name parsing, version -> pg_stat_statements column, result
 shaping) are importable without a server; check() takes module params and talks to
-PostgreSQL through psycopg 3.
+PostgreSQL through psycopg 3; check_task is the module's work (its SPEC is in modules/pg_check.py).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import math
 import time
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, first_line
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     check_table_names as check_table_syntax,
     connect,
     database_label,
     parse_table_name,
-    postgres_argument_spec,
+    postgres_work,
+    psycopg,
     quote_ident,
+    sql,
 )
-
-try:
-    import psycopg
-    from psycopg import sql
-except ImportError:  # pragma: no cover - require_psycopg() reports it
-    psycopg = None
-    sql = None
 
 QUERY_TEXT_LIMIT = 500
 MAX_SLOW_QUERY_LIMIT = 1000
@@ -42,23 +36,6 @@ MAX_SLOW_QUERY_LIMIT = 1000
 # view, foreign table.
 COUNTABLE = {'r': 'table', 'p': 'partitioned table', 'm': 'materialized view', 'v': 'view', 'f': 'foreign table'}
 RELKIND_NAMES = dict(COUNTABLE, i='index', I='partitioned index', S='sequence', c='composite type', t='TOAST table')
-
-
-def argument_spec():
-    spec = postgres_argument_spec()
-    spec.update(
-        tables=dict(type='list', elements='str', default=[]),
-        count_method=dict(type='str', default='exact', choices=['exact', 'estimate']),
-        min_rows=dict(type='dict', default={}),
-        integrity_checks=dict(type='bool', default=True),
-        fail_on_integrity_errors=dict(type='bool', default=True),
-        slow_queries=dict(type='bool', default=True),
-        slow_query_threshold_ms=dict(type='float', default=100.0),
-        slow_query_limit=dict(type='int', default=10),
-        fail_on_slow_queries=dict(type='bool', default=False),
-        require_pg_stat_statements=dict(type='bool', default=False),
-    )
-    return spec
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -181,11 +158,6 @@ def extension_schema(conn, name):
     return row[0] if row else None
 
 
-def _error_text(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def check_table(conn, name, count_method='exact', integrity_checks=True, amcheck_schema=None):
     """One table's result dict; never raises for problems of the table itself."""
     info = dict(exists=False, rows=None, count_method=count_method, checks_run=[], checks_skipped={})
@@ -219,7 +191,7 @@ def check_table(conn, name, count_method='exact', integrity_checks=True, amcheck
                 info['rows'] = conn.execute(sql.SQL('SELECT count(*) FROM {}').format(relation)).fetchone()[0]
             info['checks_run'].append('seq_scan')
         except psycopg.Error as err:
-            info['error'] = 'cannot read table %s: %s' % (name, _error_text(err))
+            info['error'] = 'cannot read table %s: %s' % (name, first_line(err))
             return info
     else:
         if reltuples is None or reltuples < 0:
@@ -268,13 +240,13 @@ def _check_indexes(conn, oid, info, amcheck_schema):
             idx['amcheck'] = 'ok'
             ran = True
         except psycopg.errors.InsufficientPrivilege as err:
-            info['checks_skipped']['amcheck'] = 'no permission to run bt_index_check: %s' % _error_text(err)
+            info['checks_skipped']['amcheck'] = 'no permission to run bt_index_check: %s' % first_line(err)
             for other in btree:
                 other.pop('amcheck', None)
             return
         except psycopg.Error as err:
             idx['amcheck'] = 'failed'
-            idx['amcheck_error'] = _error_text(err)
+            idx['amcheck_error'] = first_line(err)
             ran = True
     if ran:
         info['checks_run'].append('amcheck')
@@ -304,7 +276,7 @@ def slow_queries(conn, server_version_num, threshold_ms=100.0, limit=10):
     try:
         rows = conn.execute(query, (threshold_ms, limit)).fetchall()
     except psycopg.Error as err:
-        result['message'] = 'pg_stat_statements is installed but cannot be read: %s' % _error_text(err)
+        result['message'] = 'pg_stat_statements is installed but cannot be read: %s' % first_line(err)
         return result
     result['available'] = True
     for text, mean, calls, total, role, database in rows:
@@ -319,25 +291,25 @@ def check(params):
     """Run every requested check; returns the result dict or raises OpsError with it."""
     min_rows = check_min_rows(params.get('min_rows'))
     check_table_names(params.get('tables'), min_rows)
-    limit = params.get('slow_query_limit', 10)
-    if limit is None or not 1 <= limit <= MAX_SLOW_QUERY_LIMIT:
-        raise OpsError('slow_query_limit must be between 1 and %d, got %s' % (MAX_SLOW_QUERY_LIMIT, limit))
-    threshold = params.get('slow_query_threshold_ms', 100.0)
-    if threshold is None or math.isnan(threshold) or threshold < 0:
-        raise OpsError('slow_query_threshold_ms must be at least 0, got %s' % threshold)
     started = time.monotonic()
     conn = connect(params)
     connect_ms = round((time.monotonic() - started) * 1000, 3)
     try:
         result = _checks(conn, params, min_rows, connect_ms)
     except psycopg.Error as err:
-        raise OpsError('PostgreSQL error while checking database %s: %s' % (database_label(params), _error_text(err)))
+        raise OpsError('PostgreSQL error while checking database %s: %s' % (database_label(params), first_line(err)))
     finally:
         conn.close()
     if result['problems']:
         raise OpsError('; '.join(result['problems']), **{k: v for k, v in result.items() if k != 'changed'})
     result['msg'] = summary(result)
     return result
+
+
+@postgres_work
+def check_task(task):
+    """The module's work: every check on the task's params (read only, so check mode is the same)."""
+    return check(task.params)
 
 
 def _checks(conn, params, min_rows, connect_ms):

@@ -33,8 +33,8 @@ import concurrent.futures
 import re
 import threading
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, connection_options, first_line, program, run_client
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, first_line
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import connect, connection_options, program, run_client
 
 # pg_restore --list lines of the entries scheduled here ("<dump id>; <catalog> <oid> <type> ...").
 # INDEX ATTACH entries have catalog 0, FK and CHECK constraints another type word: neither matches.

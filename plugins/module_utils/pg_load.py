@@ -34,14 +34,13 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, first_line
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_archive import ArchiveError, CustomArchive
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_indexes import IDENT, IndexBuilds
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     connect,
     connection_options,
     error_tail,
-    first_line,
     libpq_env,
     program,
     run_client,

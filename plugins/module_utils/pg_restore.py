@@ -17,34 +17,34 @@ __metaclass__ = type
 
 import datetime
 import hashlib
-import json
 import os
 import time
 import zlib
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer
-from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import checksum, file_sha256, tree_files
+from ansible_collections.hotelbot.ops.plugins.module_utils import poll
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Timer, first_line
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import (
+    checksum,
+    file_sha256,
+    plain_complete,
+    read_manifest,
+    sidecar_paths,
+    tree_files,
+)
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_load import ParallelLoad
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
+    DATABASE_ERRORS,
     cap_jobs,
     connect,
-    first_line,
     free_connections,
     identifier,
+    postgres_work,
     program,
     run_client,
+    sql,
     validate_size,
 )
 
-try:
-    import psycopg
-    from psycopg import sql
-    DATABASE_ERRORS = (psycopg.Error,)
-except ImportError:  # pragma: no cover - reported by require_psycopg
-    sql = None
-    DATABASE_ERRORS = ()
-
-PLAIN_DUMP_END = b'-- PostgreSQL database dump complete'
 MAX_IDENTIFIER = 63
 
 
@@ -89,13 +89,12 @@ def verify_checksum(path):
     return sha256_of(path)
 
 
-def read_manifest(path):
-    manifest_path = path.rstrip('/') + '.manifest.json'
+def backup_manifest(path):
+    """The manifest pg_backup wrote beside the backup at path; OpsError (step verify) without one."""
     try:
-        with open(manifest_path) as handle:
-            return json.load(handle)
-    except (IOError, OSError, ValueError) as err:
-        raise OpsError('verify: no readable manifest %s (%s)' % (manifest_path, err))
+        return read_manifest(sidecar_paths(path.rstrip('/'))[1])
+    except OpsError as err:
+        raise OpsError('verify: %s' % err.msg)
 
 
 def manifest_row_counts(manifest):
@@ -118,14 +117,6 @@ def detect_format(path, manifest):
         return 'custom' if handle.read(5) == b'PGDMP' else 'plain'
 
 
-def plain_dump_complete(path):
-    """A plain dump pg_dump finished ends with its completion comment."""
-    size = os.path.getsize(path)
-    with open(path, 'rb') as handle:
-        handle.seek(max(0, size - 4096))
-        return PLAIN_DUMP_END in handle.read()
-
-
 def data_note(path, manifest):
     """What the backup leaves out, in a line (pg_backup records it in the manifest), or None."""
     missing = manifest.get('tables_without_data') or []
@@ -144,7 +135,7 @@ def verify_backup(path, database, params, bin_dir, allow_other_database=False, a
     if not os.path.exists(path):
         raise OpsError('verify: src %s does not exist; nothing was touched' % path)
     actual = verify_checksum(path)
-    manifest = read_manifest(path)
+    manifest = backup_manifest(path)
     source = manifest.get('database')
     if source and source != database and not allow_other_database:
         raise OpsError('verify: %s is a backup of database %r, not %r; set allow_other_database to restore '
@@ -155,7 +146,7 @@ def verify_backup(path, database, params, bin_dir, allow_other_database=False, a
     fmt = detect_format(path, manifest)
     toc_entries = listing = None
     if fmt == 'plain':
-        if not plain_dump_complete(path):
+        if not plain_complete(path):
             raise OpsError('verify: %s does not end with pg_dump\'s completion line: truncated plain dump' % path)
     else:
         listing = run_client(params, database, [program(bin_dir, 'pg_restore'), '--list', path], 'verify: read the TOC')
@@ -338,13 +329,15 @@ class Restore:
         self.admin_exec(sql.SQL('ALTER DATABASE {} WITH ALLOW_CONNECTIONS true').format(identifier(previous)))
 
     def wait_disconnected(self, name, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.admin_exec('SELECT count(*) FROM pg_stat_activity WHERE datname = %s '
-                                   'AND pid <> pg_backend_pid()', (name,))[0][0]:
-                return
-            time.sleep(0.05)
-        raise OpsError('swap: sessions on %r did not end within %ss' % (name, timeout))
+        """Until the terminated sessions on database name are gone (a rename needs none left)."""
+        def gone(_deadline):
+            left = self.admin_exec('SELECT count(*) FROM pg_stat_activity WHERE datname = %s '
+                                   'AND pid <> pg_backend_pid()', (name,))[0][0]
+            return True if not left else None
+        try:
+            poll.poll(gone, timeout, poll.SESSIONS)
+        except poll.PollTimeout:
+            raise OpsError('swap: sessions on %r did not end within %ss' % (name, timeout))
 
     def prune(self, previous, keep_previous):
         """Drop the oldest <db>__pre_restore_* copies beyond keep_previous; returns their names."""
@@ -404,6 +397,17 @@ def restore(params, database, src, confirm=False, jobs=2, verify_queries=None, k
     finally:
         job.close()
         result['elapsed_s'] = timer.elapsed()
+
+
+@postgres_work
+def restore_task(task):
+    """The module's work (its SPEC is in modules/pg_restore.py)."""
+    p = task.params
+    return restore(p, p['database'], p['src'], confirm=p['confirm'], jobs=p['jobs'], verify_queries=p['verify_queries'],
+                   keep_previous=p['keep_previous'], bin_dir=p['bin_dir'],
+                   allow_other_database=p['allow_other_database'], maintenance_database=p['maintenance_database'],
+                   check_mode=task.check_mode, phase=p['phase'], scratch_database=p['scratch_database'],
+                   maintenance_work_mem=p['maintenance_work_mem'], allow_no_data=p['allow_no_data'])
 
 
 def _prepare_phase(job, result, confirm, jobs, verify_queries, allow_other_database, check_mode):

@@ -21,18 +21,23 @@ import subprocess
 
 from ansible.module_utils.basic import env_fallback
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, hide
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, first_line
 from ansible_collections.hotelbot.ops.plugins.module_utils.masking import mask_text, secret_parts
 
+# The one import of the driver: the other PostgreSQL module_utils take psycopg and sql from here,
+# and prepare() refuses to work without it (the message names the missing library).
 try:
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
     HAS_PSYCOPG = True
     PSYCOPG_IMPORT_ERROR = None
+    DATABASE_ERRORS = (psycopg.Error,)
 except ImportError as import_error:  # pragma: no cover - depends on the host
+    psycopg = sql = conninfo_to_dict = None
     HAS_PSYCOPG = False
     PSYCOPG_IMPORT_ERROR = import_error
+    DATABASE_ERRORS = ()
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -288,52 +293,58 @@ def run_client(params, database, argv, step, session_options=None):
     return done.stdout
 
 
-def prepare_module(module):
-    """What every PostgreSQL module does first: psycopg present, libpq secrets kept out of output,
-    a connection string given as database taken apart (expand_database)."""
-    require_psycopg(module)
-    # a password passed as a libpq parameter, or inside a connection string, is as secret as the
-    # password option: registered whatever its length, as Ansible does for no_log options
-    if is_conninfo(module.params.get('database')):
-        hide(module, module.params['database'], *secret_parts('database', module.params['database']))
-    try:
-        expanded = expand_database(module.params)
-    except OpsError as err:
-        module.fail_json(msg=err.msg)
-    extra = expanded.get('connect_params') or {}
-    for secret in (expanded.get('password'), extra.get('password'), extra.get('sslpassword')):
-        if secret:
-            module.no_log_values.add(str(secret))
-    module.params.update(expanded)
-
-
-def with_warnings(module, operation):
-    """operation, with the 'warnings' of its result (or of its OpsError) shown as Ansible warnings."""
-    def show(warnings):
-        for warning in warnings or []:
-            module.warn(warning)
-
-    def wrapped():
+def hide_secrets(task):
+    """Keep libpq secrets given outside the password option out of all output: a connection string
+    given as database (and the password inside it), connect_params' passwords. A password is as secret
+    as the password option: hidden whatever its length, as Ansible does for no_log options."""
+    params = task.params
+    database = params.get('database')
+    if is_conninfo(database):
+        task.hide(database, *secret_parts('database', database))
         try:
-            result = operation()
+            task.hide(conninfo_to_dict(database.strip()).get('password') if HAS_PSYCOPG else None, any_length=True)
+        except DATABASE_ERRORS:
+            pass  # unparsable: expand_database refuses it, without repeating it
+    extra = params.get('connect_params') or {}
+    if isinstance(extra, dict):
+        task.hide(extra.get('password'), extra.get('sslpassword'), any_length=True)
+
+
+def prepare(task):
+    """What every PostgreSQL module's work does first: psycopg present, secrets hidden, a connection
+    string given as database taken apart (expand_database) in task.params."""
+    require_psycopg()
+    hide_secrets(task)
+    task.params.update(expand_database(task.params))
+    return task.params
+
+
+def postgres_work(operation):
+    """A module's work function from operation(task): prepare() first, and the 'warnings' of its
+    result (or of its OpsError) said as the task's warnings."""
+    def work(task):
+        prepare(task)
+        try:
+            result = operation(task)
         except OpsError as err:
-            show(err.result.pop('warnings', None))
+            _say(task, err.result.pop('warnings', None))
             raise
-        show(result.pop('warnings', None))
+        _say(task, result.pop('warnings', None))
         return result
-    return wrapped
+    work.hide_secrets = hide_secrets  # before the spec's checks too (common.execute)
+    return work
 
 
-def require_psycopg(module):
+def _say(task, warnings):
+    for warning in warnings or []:
+        task.warn(warning)
+
+
+def require_psycopg():
+    """OpsError naming the missing library when psycopg 3 cannot be imported here."""
     if not HAS_PSYCOPG:
         from ansible.module_utils.basic import missing_required_lib
-        module.fail_json(msg=missing_required_lib('psycopg (version 3)'), exception=str(PSYCOPG_IMPORT_ERROR))
-
-
-def first_line(err):
-    """The first line of an error's text (psycopg's carry DETAIL/CONTEXT lines after it)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+        raise OpsError(missing_required_lib('psycopg (version 3)'), exception=str(PSYCOPG_IMPORT_ERROR))
 
 
 def connect(params, database=None, autocommit=True, **settings_override):
@@ -345,7 +356,7 @@ def connect(params, database=None, autocommit=True, **settings_override):
     try:
         return psycopg.connect(autocommit=autocommit, **settings)
     except psycopg.Error as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         password = params.get('password')
         if password:
             reason = reason.replace(password, '********')

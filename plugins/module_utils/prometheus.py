@@ -3,10 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Prometheus health gate for hotelbot.ops.prometheus_gate: queries, the sustained rule, policies.
 
-Standard library only, so the unit tests import it without Ansible. The entry point is
-gate(params, hide): params are the module's parameters, hide(*values) registers values
-that must never be shown; the return value is the module result. Input errors raise
-OpsError before anything is requested.
+The entry point is gate(task), the module's work (common.Task: the params validated and completed
+by the module's SPEC). What the SPEC cannot say (durations, the URL, PromQL names, a threshold
+given as a percentage) is checked here before anything is requested. The queries go through the
+collection's one HTTP transport (module_utils/transport.py) and its retry policy; the watch is
+poll.poll on a fixed cadence.
 
 The sustained rule (judge) is a pure function on [timestamp, value] samples:
 
@@ -28,19 +29,19 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import base64
 import datetime
 import json
 import math
 import re
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
-from ansible_collections.hotelbot.ops.plugins.module_utils.http import (
-    build_opener, describe_error, json_type, mask_url, read_body, url_problem, url_secrets_any)
+from ansible_collections.hotelbot.ops.plugins.module_utils.duration import parse_duration, promql_duration
+from ansible_collections.hotelbot.ops.plugins.module_utils.poll import Backoff, PollTimeout, poll
+from ansible_collections.hotelbot.ops.plugins.module_utils.transport import (
+    Transport, TransportError, auth_header, json_type)
+from ansible_collections.hotelbot.ops.plugins.module_utils.url import mask_url, url_problem, url_secrets_any
 
 USER_AGENT = 'hotelbot.ops-prometheus_gate/0.1'
 HEALTHY = 'healthy'
@@ -53,62 +54,9 @@ MAX_POINTS = 11000
 GAP_FACTOR = 1.5
 # A query_range answer is at most MAX_POINTS points per series; more than this is not one to judge.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
-# Each retry waits retry_delay: more than this many only delays the decision of a dead Prometheus.
-MAX_RETRIES = 10
-
-DEFAULTS = dict(
-    url=None, job=None, selector=None, metric='http_requests_total', status_label='status',
-    error_status_regex='5..', rate_window='1m', threshold=0.05, for_duration='10m', step='30s',
-    latency_metric='http_request_duration_seconds', latency_p95_max=None, query=None, timeout=10.0,
-    retries=3, retry_delay=2.0, validate_certs=True, ca_path=None, bearer_token=None,
-    url_username=None, url_password=None, mode='evaluate', watch_for=None, poll_interval=None,
-    on_no_data=INCONCLUSIVE, on_query_error=INCONCLUSIVE, fail_on_unhealthy=False, evaluate_at=None,
-    use_proxy=True,
-)
 
 
-# --------------------------------------------------------------------------- durations and times
-
-_DURATION_RE = re.compile(r'^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m(?!s))?((\d+)s)?((\d+)ms)?$')
-_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
-
-
-def parse_duration(value, name='duration'):
-    """Seconds (float) from a Prometheus duration (30s, 10m, 1h30m, 500ms) or a number of seconds.
-
-    Raises ValueError with a message naming the option.
-    """
-    if isinstance(value, bool) or value is None:
-        raise ValueError('%s must be a duration like 30s, 10m, 1h or a number of seconds, got %r' % (name, value))
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip()
-        try:
-            seconds = float(text)
-        except ValueError:
-            match = _DURATION_RE.match(text)
-            if not text or not match:
-                raise ValueError('%s must be a duration like 30s, 10m, 1h or a number of seconds, got %r'
-                                 % (name, value))
-            seconds = sum(int(match.group(2 * i + 2)) * unit for i, unit in enumerate(_UNITS)
-                          if match.group(2 * i + 2))
-    if math.isnan(seconds) or math.isinf(seconds) or seconds <= 0:
-        raise ValueError('%s must be greater than 0, got %r' % (name, value))
-    return seconds
-
-
-def promql_duration(seconds):
-    """A PromQL duration for seconds: 60 -> '1m', 90 -> '90s', 0.5 -> '500ms'."""
-    millis = int(round(seconds * 1000))
-    if millis % 1000:
-        return '%dms' % millis
-    secs = millis // 1000
-    for unit, size in (('h', 3600), ('m', 60)):
-        if secs % size == 0:
-            return '%d%s' % (secs // size, unit)
-    return '%ds' % secs
-
+# --------------------------------------------------------------------------- times
 
 def iso(ts):
     """ISO 8601 UTC ('2026-11-22T22:40:00Z') for a unix timestamp, None for None."""
@@ -182,7 +130,7 @@ def build_queries(job=None, selector=None, metric='http_requests_total', status_
     service that never answered an error has a ratio of 0, not no data. No requests at all (in
     the rate window) give no sample (empty denominator) or NaN.
     """
-    window = promql_duration(parse_duration(rate_window, 'rate_window'))
+    window = promql_duration(parse_duration(rate_window, 'rate_window', positive=True))
     base = matchers(job, selector)
     if query:
         ratio = query.strip()
@@ -300,83 +248,67 @@ class QueryError(Exception):
 
 
 class Client:
-    """A Prometheus HTTP API client with retries on connection errors and 5xx answers."""
+    """The Prometheus HTTP API over a transport (whose retry policy covers 429, 5xx and no answer)."""
 
-    def __init__(self, url, opener, headers=None, timeout=10.0, retries=3, retry_delay=2.0,
-                 sleep=time.sleep):
+    def __init__(self, url, transport):
         self.url = url.rstrip('/')
         self.display_url = mask_url(self.url)
-        self.opener = opener
-        self.headers = dict(headers or {})
-        self.headers.setdefault('User-Agent', USER_AGENT)
-        self.headers.setdefault('Accept', 'application/json')
-        self.timeout = timeout
-        self.retries = retries
-        self.retry_delay = retry_delay
-        self.sleep = sleep
-        self.attempts = 0
+        self.transport = transport
 
-    def _once(self, path, params):
-        """(retryable, error message) on failure, or (None, data) on success."""
-        body = urllib.parse.urlencode(params).encode('ascii')
-        headers = dict(self.headers)
-        headers['Content-Type'] = 'application/x-www-form-urlencoded'
-        request = urllib.request.Request(self.url + path, data=body, headers=headers, method='POST')
-        status = None
-        try:
-            response = self.opener.open(request, timeout=self.timeout)
-            try:
-                status = response.status
-                raw, size, cut = read_body(response, MAX_ANSWER_BYTES)
-            finally:
-                response.close()
-        except urllib.error.HTTPError as err:
-            status = err.code
-            try:
-                raw, size, cut = read_body(err, MAX_ANSWER_BYTES)
-            except Exception:  # pylint: disable=broad-except
-                raw, size, cut = b'', 0, False
-            finally:
-                err.close()
-        except Exception as err:  # pylint: disable=broad-except
-            return True, describe_error(err, self.timeout)
-        if cut:
-            return False, 'HTTP %s: the answer is %d bytes, more than the %d this gate reads; use a longer step' % (
-                status, size, MAX_ANSWER_BYTES)
-        try:
-            answer = json.loads(raw.decode('utf-8', 'replace'))
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            answer = {}
-        if status == 200 and answer.get('status') == 'success':
-            return None, answer.get('data')
-        detail = answer.get('error') or raw.decode('utf-8', 'replace').strip()[:200] or 'no body'
-        kind = answer.get('errorType')
-        text = 'HTTP %s%s: %s' % (status, ' (%s)' % kind if kind else '', detail)
-        if status in (400, 422):
-            # The expression itself is wrong (bad_data) or cannot be run (execution): input error.
-            raise OpsError('Prometheus at %s rejected the query: %s' % (self.display_url, text))
-        return status is None or status >= 500 or status == 429, text
+    @property
+    def attempts(self):
+        return self.transport.attempts
 
     def call(self, path, params):
-        """data of a successful API answer; QueryError after the retries are used up."""
-        tries = 0
-        while True:
-            tries += 1
-            self.attempts += 1
-            retryable, data = self._once(path, params)
-            if retryable is None:
-                return data
-            if not retryable or tries > self.retries:
-                raise QueryError('%s (after %d attempt%s)' % (data, tries, '' if tries == 1 else 's'))
-            if self.retry_delay > 0:
-                self.sleep(self.retry_delay)
+        """data of a successful API answer; QueryError when there is none after the retries,
+        OpsError when Prometheus refuses the query itself (400, 422)."""
+        body = urllib.parse.urlencode(params).encode('ascii')
+        try:
+            answer = self.transport.request('POST', self.url + path, data=body, headers=FORM_HEADERS,
+                                            accept=lambda status: status == 200)
+        except TransportError as err:
+            if err.answer is None:
+                raise QueryError(_after(err.reason, err.tries))
+            if err.status in (400, 422):
+                # The expression itself is wrong (bad_data) or cannot be run (execution): input error.
+                raise OpsError('Prometheus at %s rejected the query: %s' % (self.display_url, _answer_text(err.answer)))
+            raise QueryError(_after(_answer_text(err.answer), err.tries))
+        if answer.truncated:
+            raise QueryError(_after('HTTP %s: the answer is %d bytes, more than the %d this gate reads; use a longer '
+                                    'step' % (answer.status, answer.body_bytes, MAX_ANSWER_BYTES), 1))
+        decoded = _api_answer(answer)
+        if decoded.get('status') != 'success':
+            raise QueryError(_after(_answer_text(answer), 1))
+        return decoded.get('data')
 
     def query_range(self, query, start, end, step):
         data = self.call('/api/v1/query_range', dict(query=query, start=repr(start), end=repr(end),
                                                      step=repr(step)))
         return parse_matrix(data)
+
+
+FORM_HEADERS = {'Content-Type': 'application/x-www-form-urlencoded', 'Accept': 'application/json'}
+
+
+def _after(text, tries):
+    return '%s (after %d attempt%s)' % (text, tries, '' if tries == 1 else 's')
+
+
+def _api_answer(answer):
+    """The API's JSON object of an answer, {} when it is not one."""
+    try:
+        decoded = json.loads(answer.text())
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _answer_text(answer):
+    """'HTTP 500 (internal): boom': the status, the API's errorType and error (or the body's start)."""
+    decoded = _api_answer(answer)
+    detail = decoded.get('error') or answer.text().strip()[:200] or 'no body'
+    kind = decoded.get('errorType')
+    return 'HTTP %s%s: %s' % (answer.status, ' (%s)' % kind if kind else '', detail)
 
 
 def _number(value):
@@ -439,7 +371,7 @@ def parse_matrix(data):
     return series
 
 
-# How an answer's JSON type reads in a message (http.json_type names the type).
+# How an answer's JSON type reads in a message (transport.json_type names the type).
 JSON_KIND_WORDS = dict(null='missing or null', boolean='a boolean', number='a number', string='a string',
                        array='a list', object='an object')
 
@@ -451,16 +383,6 @@ def _json_kind(value):
 def _shown(value):
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + '...'
-
-
-def auth_headers(bearer_token=None, username=None, password=None):
-    """Authorization header for a bearer token or basic auth (at most one of them)."""
-    if bearer_token:
-        return {'Authorization': 'Bearer %s' % bearer_token}
-    if username is not None:
-        pair = ('%s:%s' % (username, password or '')).encode('utf-8')
-        return {'Authorization': 'Basic %s' % base64.b64encode(pair).decode('ascii')}
-    return {}
 
 
 # --------------------------------------------------------------------------- input
@@ -482,95 +404,98 @@ def threshold_problems(threshold, latency_p95_max=None):
 
 
 class Settings:
-    """The validated parameters, durations in seconds."""
+    """The validated parameters, durations in seconds; OpsError naming every problem the SPEC
+    cannot express (types, choices, ranges and which options go together are the SPEC's)."""
 
     def __init__(self, params, hide=None):
         hide = hide or (lambda *values: None)
-        p = dict(DEFAULTS)
-        p.update((k, v) for k, v in params.items() if v is not None or k not in DEFAULTS)
-        if p.get('for') is not None and params.get('for_duration') is None:
-            p['for_duration'] = p['for']
-        self.params = p
+        self.params = params
+        self.headers = auth_header(params['bearer_token'], params['url_username'], params['url_password'])
+        hide(*url_secrets_any(params['url'] or ''))
+        hide(params['bearer_token'], params['url_password'])
+        if params['url_username'] is not None:
+            hide(self.headers['Authorization'].split(' ', 1)[1])
         problems = []
-        url = p.get('url') or ''
-        hide(*url_secrets_any(url))
-        if p['bearer_token']:
-            hide(p['bearer_token'])
-        if p['url_password']:
-            hide(p['url_password'])
-        headers = auth_headers(p['bearer_token'], p['url_username'], p['url_password'])
-        if headers and not p['bearer_token']:
-            hide(headers['Authorization'].split(' ', 1)[1])
-        self.headers = headers
-
-        problem = url_problem('url', url)
+        problem = url_problem('url', params['url'])
         if problem:
             problems.append(problem)
-        if p['bearer_token'] and (p['url_username'] is not None or p['url_password']):
-            problems.append('set bearer_token or url_username/url_password, not both')
-        if p['url_password'] and p['url_username'] is None:
-            problems.append('url_password needs url_username')
+        self._read_durations(problems)
+        problems.extend(self._window_problems())
+        problems.extend(threshold_problems(params['threshold'], params['latency_p95_max']))
+        problems.extend(_mode_problems(params))
+        self.evaluate_at = self._read_time(problems)
+        problems.extend(_name_problems(params))
+        if problems:
+            raise OpsError('invalid input, nothing was queried: ' + '; '.join(problems))
+        self.queries = build_queries(
+            job=params['job'], selector=params['selector'], metric=params['metric'],
+            status_label=params['status_label'], error_status_regex=params['error_status_regex'],
+            rate_window=self.rate_window, latency_metric=params['latency_metric'],
+            latency=params['latency_p95_max'] is not None, query=params['query'])
 
+    def _read_durations(self, problems):
         def duration(name, value):
+            if value is None:
+                return None
             try:
-                return parse_duration(value, name)
+                return parse_duration(value, name, positive=True)
             except ValueError as err:
                 problems.append(str(err))
                 return None
 
+        p = self.params
         self.rate_window = duration('rate_window', p['rate_window'])
         self.for_s = duration('for', p['for_duration'])
         self.step_s = duration('step', p['step'])
-        self.watch_s = duration('watch_for', p['watch_for']) if p['watch_for'] is not None else None
-        self.poll_s = duration('poll_interval', p['poll_interval']) if p['poll_interval'] is not None else None
-        if self.for_s and self.step_s:
-            if self.step_s > self.for_s:
-                problems.append('step (%gs) must not be longer than for (%gs)' % (self.step_s, self.for_s))
-            elif (self.for_s + 2 * self.step_s) / self.step_s > MAX_POINTS:
-                problems.append('for / step is more than %d points; use a longer step' % MAX_POINTS)
-        problems.extend(threshold_problems(p['threshold'], p['latency_p95_max']))
-        if p['timeout'] is None or p['timeout'] <= 0 or math.isnan(p['timeout']):
-            problems.append('timeout must be greater than 0, got %r' % (p['timeout'],))
-        if p['retries'] is None or not 0 <= p['retries'] <= MAX_RETRIES:
-            problems.append('retries must be between 0 and %d, got %r' % (MAX_RETRIES, p['retries']))
-        if p['retry_delay'] is None or p['retry_delay'] < 0:
-            problems.append('retry_delay must be at least 0, got %r' % (p['retry_delay'],))
-        if p['on_no_data'] not in (INCONCLUSIVE, HEALTHY, UNHEALTHY):
-            problems.append('on_no_data must be one of inconclusive, healthy, unhealthy, got %r' % p['on_no_data'])
-        if p['on_query_error'] not in (INCONCLUSIVE, UNHEALTHY):
-            problems.append('on_query_error must be inconclusive or unhealthy, got %r' % p['on_query_error'])
-        if p['mode'] not in ('evaluate', 'watch'):
-            problems.append('mode must be evaluate or watch, got %r' % p['mode'])
-        if p['mode'] == 'watch':
-            if self.watch_s is None and p['watch_for'] is None:
-                problems.append('mode=watch needs watch_for')
-            if p['evaluate_at'] is not None:
-                problems.append('evaluate_at cannot be used with mode=watch (watch follows the clock)')
-        elif p['watch_for'] is not None or p['poll_interval'] is not None:
-            problems.append('watch_for and poll_interval need mode=watch')
-        self.evaluate_at = None
-        if p['evaluate_at'] is not None:
-            try:
-                self.evaluate_at = parse_time(p['evaluate_at'])
-            except ValueError as err:
-                problems.append(str(err))
-        if not p['query'] and not p['job'] and not p['selector']:
-            problems.append('set job and/or selector (or a full query) to say which service to judge')
-        for name in ('metric', 'latency_metric'):
-            if not _METRIC_RE.match(p[name] or ''):
-                problems.append('%s must be a Prometheus metric name, got %r' % (name, p[name]))
-        if not _LABEL_RE.match(p['status_label'] or ''):
-            problems.append('status_label must be a Prometheus label name, got %r' % (p['status_label'],))
+        self.watch_s = duration('watch_for', p['watch_for'])
+        self.poll_s = duration('poll_interval', p['poll_interval'])
+
+    def _window_problems(self):
+        if not (self.for_s and self.step_s):
+            return []
+        if self.step_s > self.for_s:
+            return ['step (%gs) must not be longer than for (%gs)' % (self.step_s, self.for_s)]
+        if (self.for_s + 2 * self.step_s) / self.step_s > MAX_POINTS:
+            return ['for / step is more than %d points; use a longer step' % MAX_POINTS]
+        return []
+
+    def _read_time(self, problems):
+        if self.params['evaluate_at'] is None:
+            return None
         try:
-            re.compile(p['error_status_regex'] or '')
-        except re.error as err:
-            problems.append('error_status_regex is not a valid regular expression: %s' % err)
-        if problems:
-            raise OpsError('invalid input, nothing was queried: ' + '; '.join(problems))
-        self.queries = build_queries(
-            job=p['job'], selector=p['selector'], metric=p['metric'], status_label=p['status_label'],
-            error_status_regex=p['error_status_regex'], rate_window=self.rate_window,
-            latency_metric=p['latency_metric'], latency=p['latency_p95_max'] is not None, query=p['query'])
+            return parse_time(self.params['evaluate_at'])
+        except ValueError as err:
+            problems.append(str(err))
+            return None
+
+
+def _mode_problems(params):
+    """What goes with which mode beyond the SPEC's required_if (mode=watch needs watch_for)."""
+    if params['mode'] == 'watch':
+        if params['evaluate_at'] is not None:
+            return ['evaluate_at cannot be used with mode=watch (watch follows the clock)']
+        return []
+    if params['watch_for'] is not None or params['poll_interval'] is not None:
+        return ['watch_for and poll_interval need mode=watch']
+    return []
+
+
+def _name_problems(params):
+    """The service to judge and the PromQL names. An empty job counts as none (the SPEC's
+    required_one_of would take `job: ""`, an unset inventory variable, as given and judge every job)."""
+    problems = []
+    if not params['query'] and not params['job'] and not params['selector']:
+        problems.append('set job and/or selector (or a full query) to say which service to judge')
+    for name in ('metric', 'latency_metric'):
+        if not _METRIC_RE.match(params[name] or ''):
+            problems.append('%s must be a Prometheus metric name, got %r' % (name, params[name]))
+    if not _LABEL_RE.match(params['status_label'] or ''):
+        problems.append('status_label must be a Prometheus label name, got %r' % (params['status_label'],))
+    try:
+        re.compile(params['error_status_regex'] or '')
+    except re.error as err:
+        problems.append('error_status_regex is not a valid regular expression: %s' % err)
+    return problems
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -649,67 +574,82 @@ def _rule_view(rule):
     return view
 
 
-def gate(task, opener=None, sleep=time.sleep, clock=time.time, monotonic=time.monotonic):
-    """Run the gate described by the task's parameters and return the module result."""
+def gate(task, transport=None, sleep=time.sleep, clock=time.time, monotonic=time.monotonic):
+    """The module's work: run the gate of task.params and return the module result."""
     settings = Settings(task.params, hide=task.hide)
     p = settings.params
-    if opener is None:
-        opener = build_opener(validate_certs=p['validate_certs'], ca_path=p['ca_path'],
-                              use_proxy=p['use_proxy'])
-    client = Client(p['url'], opener, headers=settings.headers, timeout=p['timeout'], retries=p['retries'],
-                    retry_delay=p['retry_delay'], sleep=sleep)
-    evaluations = []
-    first_breach = None
+    if transport is None:
+        # retries are pauses of retry_delay, as documented; a Retry-After may stretch them.
+        transport = Transport(validate_certs=p['validate_certs'], ca_path=p['ca_path'], use_proxy=p['use_proxy'],
+                              timeout=p['timeout'], headers=settings.headers, max_body_bytes=MAX_ANSWER_BYTES,
+                              tries=p['retries'] + 1, backoff=Backoff(p['retry_delay'], p['retry_delay'], 1.0),
+                              user_agent=USER_AGENT, hide=task.hide, sleep=sleep)
+    client = Client(p['url'], transport)
     if p['mode'] == 'watch':
-        poll = settings.poll_s or settings.step_s
-        began = monotonic()
-        rounds = 0
-        while True:
-            rounds += 1
-            current = evaluate(client, settings, clock())
-            evaluations.append(current)
-            if current['first_breach_at'] is not None and first_breach is None:
-                first_breach = current['first_breach_at']
-            if current['decision'] == UNHEALTHY:
-                break
-            elapsed = monotonic() - began
-            left = settings.watch_s - elapsed
-            if left <= 0:
-                break
-            # On a fixed cadence (began + k * poll): the time an evaluation takes does not
-            # push the next one later and later.
-            sleep(max(0.0, min(rounds * poll - elapsed, left)))
-        final = evaluations[-1]
-        decision = final['decision']
-        reason = final['reason']
-        inconclusive = sum(1 for e in evaluations if e['decision'] == INCONCLUSIVE)
-        if decision == UNHEALTHY:
-            reason = 'watch stopped after %s (%d evaluations): %s' % (
-                _minutes(monotonic() - began), len(evaluations), reason)
-        elif decision == HEALTHY:
-            reason = 'no sustained breach in %d evaluations over %s%s; last: %s' % (
-                len(evaluations), _minutes(settings.watch_s),
-                ' (%d inconclusive on the way)' % inconclusive if inconclusive else '', reason)
-        else:
-            reason = 'watched %s (%d evaluations), the last was inconclusive: %s' % (
-                _minutes(settings.watch_s), len(evaluations), reason)
+        evaluations, first_breach, reason = watch(client, settings, task, sleep, clock, monotonic)
     else:
         now = settings.evaluate_at if settings.evaluate_at is not None else clock()
-        final = evaluate(client, settings, now)
-        evaluations.append(final)
-        first_breach = final['first_breach_at']
-        decision = final['decision']
-        reason = final['reason']
+        evaluations = [evaluate(client, settings, now)]
+        first_breach, reason = evaluations[0]['first_breach_at'], evaluations[0]['reason']
+    result = _result(settings, client, evaluations, first_breach, reason)
+    if result['decision'] == UNHEALTHY and p['fail_on_unhealthy']:
+        raise OpsError(result.pop('msg'), **result)
+    return result
 
+
+def watch(client, settings, task, sleep, clock, monotonic):
+    """Evaluate every poll_interval (default step) for watch_for, stopping at the first unhealthy
+    decision. Returns (evaluations, the first breach seen, the reason of the watch)."""
+    every = settings.poll_s or settings.step_s
+    evaluations = []
+    began = monotonic()
+
+    def evaluation(_deadline):
+        evaluations.append(evaluate(client, settings, clock()))
+        return evaluations[-1] if evaluations[-1]['decision'] == UNHEALTHY else None
+
+    def on_cadence(pause):
+        # On a fixed cadence (began + k * every): the time an evaluation takes does not push the
+        # next one later and later. pause is already cut to what the watch has left.
+        sleep(max(0.0, min(pause, len(evaluations) * every - (monotonic() - began))))
+
+    def progress(waited):
+        task.progress('watched %s of %s, last decision %s'
+                      % (_minutes(waited), _minutes(settings.watch_s), evaluations[-1]['decision']))
+
+    try:
+        poll(evaluation, settings.watch_s, Backoff(every, every, 1.0), progress=progress, progress_every=60.0,
+             sleep=on_cadence, clock=monotonic)
+    except PollTimeout:
+        pass
+    breaches = [e['first_breach_at'] for e in evaluations if e['first_breach_at'] is not None]
+    return evaluations, breaches[0] if breaches else None, _watch_reason(evaluations, settings, monotonic() - began)
+
+
+def _watch_reason(evaluations, settings, watched):
+    final = evaluations[-1]
+    if final['decision'] == UNHEALTHY:
+        return 'watch stopped after %s (%d evaluations): %s' % (_minutes(watched), len(evaluations), final['reason'])
+    if final['decision'] == HEALTHY:
+        inconclusive = sum(1 for e in evaluations if e['decision'] == INCONCLUSIVE)
+        return 'no sustained breach in %d evaluations over %s%s; last: %s' % (
+            len(evaluations), _minutes(settings.watch_s),
+            ' (%d inconclusive on the way)' % inconclusive if inconclusive else '', final['reason'])
+    return 'watched %s (%d evaluations), the last was inconclusive: %s' % (
+        _minutes(settings.watch_s), len(evaluations), final['reason'])
+
+
+def _result(settings, client, evaluations, first_breach, reason):
+    """The module result of the last evaluation."""
+    final = evaluations[-1]
     rules = final['rules']
-    ratio = rules['error_ratio']
     result = dict(
         changed=False,
-        decision=decision,
-        healthy=decision == HEALTHY,
+        decision=final['decision'],
+        healthy=final['decision'] == HEALTHY,
         reason=reason[:1].upper() + reason[1:] + ('' if reason.endswith('.') else '.'),
         query=dict(settings.queries),
-        samples=ratio.get('samples', []),
+        samples=rules['error_ratio'].get('samples', []),
         latency_samples=rules['latency_p95'].get('samples', []) if 'latency_p95' in rules else None,
         breached_since=iso(final['breached_since']),
         first_breach_at=iso(first_breach),
@@ -718,15 +658,13 @@ def gate(task, opener=None, sleep=time.sleep, clock=time.time, monotonic=time.mo
         decisions=[e['decision'] for e in evaluations],
         rules=dict((k, _rule_view(v)) for k, v in rules.items()),
         url=client.display_url,
-        threshold=p['threshold'],
+        threshold=settings.params['threshold'],
         for_seconds=settings.for_s,
         step_seconds=settings.step_s,
-        mode=p['mode'],
+        mode=settings.params['mode'],
         attempts=client.attempts,
     )
     for view in result['rules'].values():
         view.pop('samples', None)
     result['msg'] = result['reason']
-    if decision == UNHEALTHY and p['fail_on_unhealthy']:
-        raise OpsError(result.pop('msg'), **result)
     return result

@@ -16,39 +16,39 @@ A dead run's lease therefore lapses within one ttl, and nothing extends it beyon
 holder's liveness justifies. Releasing another owner's lease (break_owner, force) is
 recorded in an events table beside the lease table.
 
-The pure helpers (durations, messages, validation, liveness, the heartbeat loop) are
-importable without a server; acquire()/release()/renew_lease() talk to PostgreSQL
-through psycopg 3.
+The pure helpers (messages, validation, liveness, the heartbeat loop) are importable without a
+server; acquire()/release()/renew_lease() talk to PostgreSQL through psycopg 3. release_lock_task
+is the module's work (its SPEC is in modules/release_lock.py); it runs in the module process or,
+on a local connection, in the controller's worker (plugins/action/release_lock.py).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ctypes
 import datetime
+import gc
 import getpass
-import math
 import os
-import re
 import shlex
+import signal
 import socket
 import time
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils import poll
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, first_line
+from ansible_collections.hotelbot.ops.plugins.module_utils.duration import format_duration, parse_duration
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
+    DATABASE_ERRORS,
     connect,
     connection_options,
     database_label,
     identifier,
-    postgres_argument_spec,
+    postgres_work,
+    psycopg,
+    sql,
 )
-
-try:
-    import psycopg
-    from psycopg import sql
-except ImportError:  # pragma: no cover - require_psycopg() reports it
-    psycopg = None
-    sql = None
 
 DEFAULT_SCHEMA = 'public'
 DEFAULT_TABLE = 'hotelbot_release_locks'
@@ -61,15 +61,13 @@ EVENTS_SUFFIX = '_events'
 # Longer than any release operation, short enough for PostgreSQL's intervals and for a person to wait out.
 MAX_TTL_S = 7 * 86400
 MAX_NAME_LENGTH = 500
-# Polling while waiting for a held lease: first pause, growth factor, longest pause.
-FIRST_POLL_S = 0.5
-POLL_FACTOR = 2.0
-MAX_POLL_S = 5.0
+# The renewer's process name (ps -o comm, pgrep): it is a fork of a module or of an ansible-playbook worker.
+RENEWER_NAME = b'hotelbot-renew'
+PR_SET_NAME = 15  # linux/prctl.h
+# Signals whose handlers the renewer must not inherit from the process it was forked from.
+RESET_SIGNALS = ('SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGCHLD', 'SIGALRM')
 # A lease row can change between our two reads only under a concurrent delete; retry then.
 RACE_RETRIES = 5
-
-UNITS = dict(s=1, m=60, h=3600, d=86400)
-DURATION_RE = re.compile(r'(\d+(?:\.\d+)?)\s*([smhd])')
 
 COLUMNS = ('name', 'owner', 'purpose', 'acquired_at', 'renewed_at', 'expires_at', 'host', 'os_user',
            'db_user', 'client_addr')
@@ -79,73 +77,7 @@ OWNER_HINT = ("pass owner: a value unique to this run and the same for all its t
               "{{ inventory_hostname }}/{{ now(utc=true).strftime('%Y%m%dT%H%M%S') }}\"")
 
 
-def argument_spec():
-    spec = postgres_argument_spec()
-    spec.update(
-        name=dict(type='str', required=True),
-        state=dict(type='str', default='acquired', choices=['acquired', 'released']),
-        owner=dict(type='str'),
-        purpose=dict(type='str', default=''),
-        ttl=dict(type='raw', default=DEFAULT_TTL),
-        wait=dict(type='raw', default=0),
-        renew=dict(type='bool', default=True),
-        fail_when_held=dict(type='bool', default=True),
-        force=dict(type='bool', default=False),
-        break_owner=dict(type='str'),
-        schema=dict(type='str', default=DEFAULT_SCHEMA),
-        table=dict(type='str', default=DEFAULT_TABLE),
-        # Internal, set by the action plugin: the process whose life the heartbeat follows.
-        _holder=dict(type='dict'),
-    )
-    return spec
-
-
 # --------------------------------------------------------------------------- pure helpers
-
-def parse_duration(value, option='ttl'):
-    """Seconds (float) from 90, 90.5, '90', '90s', '30m', '1h', '1h30m', '2d'; ValueError otherwise."""
-    if isinstance(value, bool) or value is None:
-        raise ValueError('%s must be a number of seconds or a duration like 30m, 1h or 1h30m, not %r'
-                         % (option, value))
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower()
-        try:
-            seconds = float(text)
-        except ValueError:
-            compact = text.replace(' ', '')
-            pos = 0
-            seconds = 0.0
-            seen = set()
-            for match in DURATION_RE.finditer(compact):
-                if match.start() != pos or match.group(2) in seen:
-                    break
-                seen.add(match.group(2))
-                seconds += float(match.group(1)) * UNITS[match.group(2)]
-                pos = match.end()
-            if not compact or pos != len(compact):
-                raise ValueError('%s must be a number of seconds or a duration like 30m, 1h or 1h30m, not %r'
-                                 % (option, value))
-    if not math.isfinite(seconds):
-        raise ValueError('%s must be a finite duration, not %r' % (option, value))
-    return seconds
-
-
-def format_duration(seconds):
-    """'45s', '27m', '1h05m', '2d03h' - rounded to the coarsest useful unit."""
-    seconds = int(round(max(0.0, float(seconds))))
-    if seconds < 60:
-        return '%ds' % seconds
-    if seconds < 3600:
-        minutes, secs = divmod(seconds, 60)
-        return '%dm' % minutes if secs == 0 or minutes >= 10 else '%dm%02ds' % (minutes, secs)
-    if seconds < 86400:
-        hours, rest = divmod(seconds, 3600)
-        return '%dh%02dm' % (hours, rest // 60)
-    days, rest = divmod(seconds, 86400)
-    return '%dd%02dh' % (days, rest // 3600)
-
 
 def utc_text(value):
     """An aware datetime as 2026-11-22T22:01:02Z (None stays None)."""
@@ -178,19 +110,14 @@ def validate(params):
     if not owner and not (state == 'released' and force):
         what = 'to acquire a release lock' if state == 'acquired' else 'to release a lock (or force=true)'
         raise OpsError('owner is required %s: %s' % (what, OWNER_HINT))
-    try:
-        ttl = parse_duration(params.get('ttl', DEFAULT_TTL), 'ttl')
-        wait = parse_duration(params.get('wait', 0) or 0, 'wait')
-    except ValueError as err:
-        raise OpsError(str(err))
+    ttl = seconds_of(params.get('ttl', DEFAULT_TTL), 'ttl')
+    wait = seconds_of(params.get('wait', 0) or 0, 'wait')
     if ttl < 1:
         raise OpsError('ttl must be at least 1 second, not %r' % params.get('ttl'))
     if ttl > MAX_TTL_S:
         raise OpsError('ttl must be at most %s, not %r' % (format_duration(MAX_TTL_S), params.get('ttl')))
     if wait > MAX_TTL_S:
         raise OpsError('wait must be at most %s, not %r' % (format_duration(MAX_TTL_S), params.get('wait')))
-    if wait < 0:
-        raise OpsError('wait must not be negative, not %r' % params.get('wait'))
     if force and state == 'acquired':
         raise OpsError('force only applies to state=released (an unexpired lease of another owner is never '
                        'taken over; release it with force=true first)')
@@ -201,6 +128,16 @@ def validate(params):
                 wait=wait, renew=params.get('renew', True), fail_when_held=params.get('fail_when_held', True),
                 force=force, break_owner=break_owner or None, schema=params.get('schema') or DEFAULT_SCHEMA,
                 table=params.get('table') or DEFAULT_TABLE, holder=holder_param(params.get('_holder')))
+
+
+def seconds_of(value, option):
+    """A duration option (the collection's one grammar, duration.parse_duration) in seconds, or OpsError."""
+    try:
+        return parse_duration(value, option)
+    except ValueError as err:
+        if str(value).strip().startswith('-'):
+            raise OpsError('%s must not be negative, not %r' % (option, value))
+        raise OpsError(str(err))
 
 
 def holder_param(value):
@@ -257,13 +194,6 @@ def holder_summary(lease):
         return None
     return dict(owner=lease['owner'], purpose=lease['purpose'], acquired_at=lease['acquired_at'],
                 expires_at=lease['expires_at'], expired=lease['expired'], remaining_s=lease['remaining_s'])
-
-
-def next_pause(previous):
-    """The next polling pause while waiting: 0.5, 1, 2, 4, 5, 5, ... seconds."""
-    if not previous:
-        return FIRST_POLL_S
-    return min(previous * POLL_FACTOR, MAX_POLL_S)
 
 
 def client_info():
@@ -350,11 +280,6 @@ def _sql(template, table):
     return sql.SQL(template).format(table=table)
 
 
-def _error_text(err):
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _row(cursor_row, description):
     lease = dict(zip([d.name for d in description], cursor_row))
     for key in ('acquired_at', 'renewed_at', 'expires_at'):
@@ -408,7 +333,7 @@ def ensure_table(conn, schema, table, ddl=None, comment='Release leases of hotel
     except psycopg.errors.InsufficientPrivilege as err:
         raise OpsError('cannot create the lease table %s in database %s: %s; create it once as its owner '
                        '(see the module documentation) or grant CREATE on schema %s'
-                       % (qualified, conn.info.dbname, _error_text(err), _quote(schema)))
+                       % (qualified, conn.info.dbname, first_line(err), _quote(schema)))
     return True
 
 
@@ -454,40 +379,50 @@ def _plan_acquire(conn, table, settings, values, exists):
     return ('renewed' if not before['expired'] else 'acquired'), before, None
 
 
-def acquire(conn, settings, check_mode=False, sleep=time.sleep, clock=time.monotonic):
-    """Take (or renew) the lease; the result dict, or OpsError when held and fail_when_held."""
+def _take(conn, table, settings, values):
+    """_try_acquire, tried again while the lease vanishes between its reads (at most RACE_RETRIES times)."""
+    for _retry in range(RACE_RETRIES):
+        answer = _try_acquire(conn, table, settings, values)
+        if answer[0] != 'race':
+            return answer
+    return _try_acquire(conn, table, settings, values)
+
+
+def acquire(conn, settings, check_mode=False, sleep=time.sleep, clock=time.monotonic, progress=None):
+    """Take (or renew) the lease, waiting up to settings['wait'] while another owner holds it (poll.LOCK);
+    the result dict, or OpsError when held and fail_when_held. Check mode reads once and never waits."""
     table = identifier(settings['schema'], settings['table'])
     values = dict(name=settings['name'], owner=settings['owner'], purpose=settings['purpose'],
                   ttl=float(settings['ttl']))
     values.update(client_info())
-    started = clock()
-    pause = 0.0
-    races = 0
-    waited_for = None
     if check_mode:
-        exists = table_exists(conn, settings['schema'], settings['table'])
-        created = not exists
+        created = not table_exists(conn, settings['schema'], settings['table'])
     else:
         created = ensure_table(conn, settings['schema'], settings['table'])
-    while True:
+    started = clock()
+    attempts = []
+
+    def attempt(_deadline):
         if check_mode:
-            outcome, before, after = _plan_acquire(conn, table, settings, values, not created)
-        else:
-            outcome, before, after = _try_acquire(conn, table, settings, values)
-        if outcome == 'race' and races < RACE_RETRIES:
-            races += 1
-            continue
-        waited = round(clock() - started, 3)
-        if outcome != 'held' or check_mode:
-            break
-        waited_for = waited_for or holder_summary(before)
-        remaining = settings['wait'] - (clock() - started)
-        if remaining <= 0:
-            break
-        pause = next_pause(pause)
-        sleep(min(pause, remaining))
+            attempts.append(_plan_acquire(conn, table, settings, values, not created))
+            return attempts[-1]
+        attempts.append(_take(conn, table, settings, values))
+        return None if attempts[-1][0] == 'held' else attempts[-1]
+
+    def waiting(waited_s):
+        if progress:
+            progress('waiting for release lock %r held by %s (%s so far)'
+                     % (settings['name'], attempts[-1][1]['owner'], format_duration(waited_s)))
+
+    try:
+        outcome, before, after = poll.poll(attempt, settings['wait'], poll.LOCK, progress=waiting,
+                                           sleep=sleep, clock=clock)
+    except poll.PollTimeout:
+        outcome, before, after = attempts[-1]
+    waited = round(clock() - started, 3)
     result = acquire_result(settings, outcome, before, after, created, waited, check_mode)
-    result['waited_for'] = waited_for if result['acquired'] else None
+    first_held = next((held for what, held, _after in attempts if what == 'held'), None)
+    result['waited_for'] = holder_summary(first_held) if result['acquired'] else None
     return result
 
 
@@ -682,7 +617,7 @@ def renew_lease(params, settings):
         conn.close()
 
 
-RENEW_ERRORS = (OpsError, OSError) + ((psycopg.Error,) if psycopg is not None else ())
+RENEW_ERRORS = (OpsError, OSError) + DATABASE_ERRORS
 
 
 def heartbeat(renew, alive, every, sleep=time.sleep):
@@ -701,17 +636,49 @@ def heartbeat(renew, alive, every, sleep=time.sleep):
 
 
 def _detach():
-    """The renewer lets go of everything of the module's: cwd, stdio (Ansible waits for them to close)."""
+    """The renewer lets go of everything of the process it was forked from (a module, or an
+    ansible-playbook worker): cwd, stdio (Ansible waits for them to close), every other inherited fd
+    (the worker's result queue among them), its signal handlers, and its objects' finalizers."""
+    # Objects inherited from the parent (a worker's queue connections, say) are never collected here:
+    # a finalizer closing "its" fd number could close the renewer's own database socket.
+    gc.freeze()
+    for name in RESET_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:
+        pass
     os.chdir('/')
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
-    os.closerange(3, 65536)
+    os.closerange(3, open_fd_limit())
+    _name_process(RENEWER_NAME)
+
+
+def open_fd_limit():
+    """One more than the highest file descriptor this process may have open."""
+    try:
+        return max(65536, os.sysconf('SC_OPEN_MAX'))
+    except (ValueError, OSError):
+        return 65536
+
+
+def _name_process(name):
+    """Name this process (its /proc/<pid>/comm, what ps -o comm and pgrep show), where Linux's prctl is."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def start_heartbeat(params, settings, holder, every):
-    """Start the detached renewer (double fork, new session, stdio on /dev/null) and return its pid.
+    """Start the detached renewer and return its pid (None when it did not start).
 
+    A double fork with a new session, so that it outlives the module process or the worker and belongs
+    to neither; _detach() lets go of what it inherited; it ends with os._exit, so the parent's exit
+    handlers (AnsibleModule's, a worker's atexit and multiprocessing cleanup) never run in it.
     It is a fork, not a new program: the connection settings stay in memory, never on a command line,
     in the environment or in a file.
     """
@@ -735,7 +702,7 @@ def start_heartbeat(params, settings, holder, every):
         except BaseException:  # pylint: disable=broad-except
             code = 1
         finally:
-            os._exit(code)  # never back into the module: no exit_json, no atexit in the children
+            os._exit(code)  # never back into the module or the worker
     os.close(write_end)
     os.waitpid(child, 0)
     with os.fdopen(read_end, 'rb') as handle:
@@ -763,8 +730,14 @@ def keep_alive(params, settings, result, check_mode, start=start_heartbeat, aliv
 
 # --------------------------------------------------------------------------- entry point
 
-def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_heartbeat):
-    """The module's work: validate, connect, acquire (and start the heartbeat) or release."""
+@postgres_work
+def release_lock_task(task):
+    """The module's work (its SPEC is in modules/release_lock.py)."""
+    return run_release_lock(task.params, check_mode=task.check_mode, progress=task.progress)
+
+
+def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_heartbeat, progress=None):
+    """Validate, connect, acquire (and start the heartbeat) or release."""
     settings = validate(params)
     conn = connect(params)
     try:
@@ -774,10 +747,10 @@ def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_hea
         conn.execute("SET lock_timeout = '30s'")
         if settings['state'] == 'released':
             return release(conn, settings, check_mode)
-        result = acquire(conn, settings, check_mode, sleep=sleep)
-    except psycopg.Error as err:
+        result = acquire(conn, settings, check_mode, sleep=sleep, progress=progress)
+    except DATABASE_ERRORS as err:
         raise OpsError('PostgreSQL error on release lock %r in database %s: %s'
-                       % (settings['name'], database_label(params), _error_text(err)))
+                       % (settings['name'], database_label(params), first_line(err)))
     finally:
         conn.close()
     # The renewer starts once our own connection is closed (a forked process must not share it).

@@ -28,6 +28,7 @@ author:
   - hotelbot.ops maintainers (@hotelbot)
 extends_documentation_fragment:
   - hotelbot.ops.aws
+  - hotelbot.ops.aws.ecs_service
 attributes:
   check_mode:
     support: full
@@ -36,14 +37,6 @@ attributes:
     support: full
     description: Shows revision, desired count and last-stable mark before and after.
 options:
-  cluster:
-    description: Name or ARN of the ECS cluster.
-    type: str
-    required: true
-  service:
-    description: Name or ARN of the ECS service.
-    type: str
-    required: true
   revision:
     description:
       - The revision to run.
@@ -108,7 +101,8 @@ options:
       - Wait for the deployment (or the scale) to finish, that is the new deployment C(COMPLETED) B(and) the old
         deployments' tasks stopped (ECS keeps an old deployment listed, its tasks draining, for a while after
         the new one completed).
-      - Polls DescribeServices with backoff (0.25 s growing to 5 s). A poll that still fails after botocore's
+      - Polls DescribeServices with backoff (0.25 s growing to 5 s). Run on the controller (a local
+        connection), a line every 10 s says how far the deployment is. A poll that still fails after botocore's
         retries (O(max_attempts)) with a transient error (5xx, throttling, connection error, timeout) does not
         end the wait; polling goes on until O(wait_timeout), or until ECS has not answered for
         O(wait_outage_grace) seconds. Other errors (access denied, the service deleted) end it at once.
@@ -116,14 +110,14 @@ options:
     type: bool
     default: true
   wait_timeout:
-    description: Seconds to wait before failing. The update stays sent; re-running converges.
+    description: Seconds to wait before failing, at least 1. The update stays sent; re-running converges.
     type: int
     default: 600
   wait_outage_grace:
     description:
       - Seconds ECS may fail to answer (transient errors only, see O(wait)) during the wait before the wait
         gives up with C(lost contact with ECS). The update stays sent; re-running converges.
-      - V(0) gives up at the first poll that fails after botocore's retries.
+      - V(0) gives up at the first poll that fails after botocore's retries. Negative values are refused.
     type: int
     default: 120
 seealso:
@@ -257,54 +251,35 @@ elapsed_s:
   type: float
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import (
     DEFAULT_WAIT_OUTAGE_GRACE,
+    MAX_DESIRED_COUNT,
     release,
     service_argument_spec,
-    service_of,
 )
 
-
-def main():
-    argument_spec = service_argument_spec(
+SPEC = dict(
+    argument_spec=service_argument_spec(
         revision=dict(type='raw', default='current'),
         force_new_deployment=dict(type='bool', default=False),
-        desired_count=dict(type='int'),
+        desired_count=dict(type='int', context=dict(min=0, max=MAX_DESIRED_COUNT)),
         restore_desired_count=dict(type='bool', default=False),
         mark_stable=dict(type='bool', default=False),
         expected_current=dict(type='int'),
         wait=dict(type='bool', default=True),
-        wait_timeout=dict(type='int', default=600),
-        wait_outage_grace=dict(type='int', default=DEFAULT_WAIT_OUTAGE_GRACE),
+        wait_timeout=dict(type='int', default=600, context=dict(min=1)),
+        wait_outage_grace=dict(type='int', default=DEFAULT_WAIT_OUTAGE_GRACE, context=dict(min=0)),
         image=dict(type='str'),
         container=dict(type='str'),
-    )
-    module = AnsibleModule(
-        argument_spec=argument_spec,
-        supports_check_mode=True,
-        mutually_exclusive=[('desired_count', 'restore_desired_count')],
-    )
-    p = module.params
+    ),
+    mutually_exclusive=[('desired_count', 'restore_desired_count')],
+    required_by=dict(container='image'),
+)
 
-    def operation():
-        ecs = service_of(module)
-        result = release(
-            ecs, p['revision'],
-            force_new_deployment=p['force_new_deployment'], desired_count=p['desired_count'],
-            restore_desired_count=p['restore_desired_count'], mark_stable=p['mark_stable'],
-            wait=p['wait'], wait_timeout=p['wait_timeout'], wait_outage_grace=p['wait_outage_grace'],
-            check_mode=module.check_mode,
-            expected_current=p['expected_current'], image=p['image'], container=p['container'],
-            hide=lambda *v: hide(module, *v),
-        )
-        if not module._diff:
-            result.pop('diff')
-        return result
 
-    run(module, operation)
+def main():
+    run(SPEC, release)
 
 
 if __name__ == '__main__':

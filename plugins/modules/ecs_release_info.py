@@ -25,8 +25,6 @@ description:
   - Read only; runs the same in check mode.
 author:
   - hotelbot.ops maintainers (@hotelbot)
-extends_documentation_fragment:
-  - hotelbot.ops.aws
 attributes:
   check_mode:
     support: full
@@ -34,15 +32,10 @@ attributes:
   diff_mode:
     support: none
     description: Nothing changes, so there is no diff.
+extends_documentation_fragment:
+  - hotelbot.ops.aws
+  - hotelbot.ops.aws.ecs_service
 options:
-  cluster:
-    description: Name or ARN of the ECS cluster.
-    type: str
-    required: true
-  service:
-    description: Name or ARN of the ECS service.
-    type: str
-    required: true
   target:
     description:
       - A revision spec to resolve, as M(hotelbot.ops.ecs_release) would, into RV(target).
@@ -58,7 +51,7 @@ options:
     description: Revision spec of the new side of RV(environment_diff). Defaults to V(current) when O(diff_from) is set.
     type: raw
   events_limit:
-    description: How many of the newest service events to return.
+    description: How many of the newest service events to return, 0 or more.
     type: int
     default: 10
 seealso:
@@ -152,30 +145,20 @@ elapsed_s:
   type: float
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
+from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import release_info, service_argument_spec
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
-from ansible_collections.hotelbot.ops.plugins.module_utils.ecs import release_info, service_argument_spec, service_of
+SPEC = dict(argument_spec=service_argument_spec(
+    target=dict(type='raw'),
+    environment_of=dict(type='raw'),
+    diff_from=dict(type='raw'),
+    diff_to=dict(type='raw'),
+    events_limit=dict(type='int', default=10, context=dict(min=0)),
+))
 
 
 def main():
-    argument_spec = service_argument_spec(
-        target=dict(type='raw'),
-        environment_of=dict(type='raw'),
-        diff_from=dict(type='raw'),
-        diff_to=dict(type='raw'),
-        events_limit=dict(type='int', default=10),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    p = module.params
-
-    def operation():
-        ecs = service_of(module)
-        return release_info(ecs, target=p['target'], environment_of=p['environment_of'],
-                            diff_from=p['diff_from'], diff_to=p['diff_to'],
-                            events_limit=p['events_limit'], hide=lambda *v: hide(module, *v))
-
-    run(module, operation)
+    run(SPEC, release_info)
 
 
 if __name__ == '__main__':

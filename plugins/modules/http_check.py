@@ -407,54 +407,60 @@ elapsed_s:
   sample: 0.31
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import hide, run
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.http import check_http
+
+# Upper bounds: a typo (count: 100000000000, timeout: 36000000) would otherwise hang the play for days.
+COUNT = dict(min=1, max=100000)
+CONCURRENCY = dict(min=1, max=256)
+TIMEOUT = dict(above=0, max=3600)
+LATENCY = dict(above=0)
+
+CHECK_OPTIONS = dict(
+    name=dict(type='str', required=True),
+    url=dict(type='str'),
+    path=dict(type='str'),
+    method=dict(type='str', default='GET'),
+    headers=dict(type='dict'),
+    secret_headers=dict(type='dict', no_log=True),
+    secret_query=dict(type='dict', no_log=True),
+    json=dict(type='raw'),
+    body=dict(type='str'),
+    status=dict(type='list', elements='int', default=[200]),
+    json_fields=dict(type='dict'),
+    body_contains=dict(type='str'),
+    count=dict(type='int', context=COUNT),
+    concurrency=dict(type='int', context=CONCURRENCY),
+    timeout=dict(type='float', context=TIMEOUT),
+    max_latency_ms=dict(type='float', context=LATENCY),
+    run_in_check_mode=dict(type='bool', default=False),
+)
+
+ARGUMENT_SPEC = dict(
+    base_url=dict(type='str'),
+    checks=dict(type='list', elements='dict', required=True, options=CHECK_OPTIONS,
+                mutually_exclusive=[('url', 'path'), ('json', 'body')]),
+    count=dict(type='int', default=1, context=COUNT),
+    concurrency=dict(type='int', default=1, context=CONCURRENCY),
+    timeout=dict(type='float', default=10, context=TIMEOUT),
+    max_latency_ms=dict(type='float', context=LATENCY),
+    validate_certs=dict(type='bool', default=True),
+    ca_path=dict(type='path'),
+    headers=dict(type='dict', default={}),
+    secret_headers=dict(type='dict', default={}, no_log=True),
+    retries=dict(type='int', default=0, context=dict(min=0, max=100)),
+    retry_delay=dict(type='float', default=1, context=dict(min=0, max=3600)),
+    fail_on_error=dict(type='bool', default=True),
+    follow_redirects=dict(type='bool', default=True),
+    use_proxy=dict(type='bool', default=True),
+    max_body_bytes=dict(type='int', default=1048576, context=dict(min=1, max=64 * 1024 * 1024)),
+)
+
+SPEC = dict(argument_spec=ARGUMENT_SPEC)
 
 
 def main():
-    check_options = dict(
-        name=dict(type='str', required=True),
-        url=dict(type='str'),
-        path=dict(type='str'),
-        method=dict(type='str', default='GET'),
-        headers=dict(type='dict'),
-        secret_headers=dict(type='dict', no_log=True),
-        secret_query=dict(type='dict', no_log=True),
-        json=dict(type='raw'),
-        body=dict(type='str'),
-        status=dict(type='list', elements='int', default=[200]),
-        json_fields=dict(type='dict'),
-        body_contains=dict(type='str'),
-        count=dict(type='int'),
-        concurrency=dict(type='int'),
-        timeout=dict(type='float'),
-        max_latency_ms=dict(type='float'),
-        run_in_check_mode=dict(type='bool', default=False),
-    )
-    argument_spec = dict(
-        base_url=dict(type='str'),
-        checks=dict(type='list', elements='dict', required=True, options=check_options,
-                    mutually_exclusive=[('url', 'path'), ('json', 'body')]),
-        count=dict(type='int', default=1),
-        concurrency=dict(type='int', default=1),
-        timeout=dict(type='float', default=10),
-        max_latency_ms=dict(type='float'),
-        validate_certs=dict(type='bool', default=True),
-        ca_path=dict(type='path'),
-        headers=dict(type='dict', default={}),
-        secret_headers=dict(type='dict', default={}, no_log=True),
-        retries=dict(type='int', default=0),
-        retry_delay=dict(type='float', default=1),
-        fail_on_error=dict(type='bool', default=True),
-        follow_redirects=dict(type='bool', default=True),
-        use_proxy=dict(type='bool', default=True),
-        max_body_bytes=dict(type='int', default=1048576),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    run(module, lambda: check_http(module.params, check_mode=module.check_mode,
-                                   hide=lambda *v: hide(module, *v)))
+    run(SPEC, check_http)
 
 
 if __name__ == '__main__':

@@ -91,7 +91,7 @@ options:
     type: str
   jobs:
     description:
-      - Dump this many tables in parallel. Only with O(format=directory).
+      - Dump this many tables in parallel (1 or more). Only with O(format=directory).
       - pg_dump opens a connection per job plus one; O(jobs) is capped at the server's free connections
         (C(max_connections) less the reserved and those in use), with a warning.
     type: int
@@ -105,7 +105,7 @@ options:
   keep:
     description:
       - Keep the newest O(keep) backups of this database in the backup directory and remove older
-        ones with their C(.sha256) and manifest. The backup just written is always kept.
+        ones with their C(.sha256) and manifest. The backup just written is always kept, so 1 is the least.
       - Only backups with a manifest written by this module for this database are considered;
         other files are never touched.
     type: int
@@ -272,22 +272,33 @@ elapsed_s:
   type: float
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
-from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import backup, backup_argument_spec
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import prepare_module, with_warnings
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import FORMATS, backup_task
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec
+
+SPEC = dict(
+    argument_spec=dict(
+        postgres_argument_spec(),
+        dest=dict(type='path'),
+        path=dict(type='path'),
+        format=dict(type='str', default='custom', choices=list(FORMATS)),
+        compress=dict(type='str'),
+        jobs=dict(type='int', context=dict(min=1)),
+        verify_tables=dict(type='list', elements='str', default=[]),
+        # at least the backup just written is kept
+        keep=dict(type='int', context=dict(min=1)),
+        pg_dump_path=dict(type='path'),
+        bin_dir=dict(type='path'),
+        extra_args=dict(type='list', elements='str', default=[]),
+        allow_no_data=dict(type='bool', default=False),
+    ),
+    mutually_exclusive=[('dest', 'path')],
+    required_one_of=[('dest', 'path')],
+)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=backup_argument_spec(),
-        supports_check_mode=True,
-        mutually_exclusive=[('dest', 'path')],
-        required_one_of=[('dest', 'path')],
-    )
-    prepare_module(module)
-    run(module, with_warnings(module, lambda: backup(module.params, check_mode=module.check_mode)))
+    run(SPEC, backup_task)
 
 
 if __name__ == '__main__':

@@ -244,17 +244,27 @@ elapsed_s:
   type: float
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
-from ansible_collections.hotelbot.ops.plugins.module_utils.pg_check import argument_spec, check
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import prepare_module
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_check import MAX_SLOW_QUERY_LIMIT, check_task
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec
+
+SPEC = dict(argument_spec=dict(
+    postgres_argument_spec(),
+    tables=dict(type='list', elements='str', default=[]),
+    count_method=dict(type='str', default='exact', choices=['exact', 'estimate']),
+    min_rows=dict(type='dict', default={}),
+    integrity_checks=dict(type='bool', default=True),
+    fail_on_integrity_errors=dict(type='bool', default=True),
+    slow_queries=dict(type='bool', default=True),
+    slow_query_threshold_ms=dict(type='float', default=100.0, context=dict(min=0)),
+    slow_query_limit=dict(type='int', default=10, context=dict(min=1, max=MAX_SLOW_QUERY_LIMIT)),
+    fail_on_slow_queries=dict(type='bool', default=False),
+    require_pg_stat_statements=dict(type='bool', default=False),
+))
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    prepare_module(module)
-    run(module, lambda: check(module.params))
+    run(SPEC, check_task)
 
 
 if __name__ == '__main__':

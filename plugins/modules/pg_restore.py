@@ -71,7 +71,7 @@ options:
         does not wait for the table's other builds). The load
         is not one transaction, which is safe because it goes into the scratch database, which is dropped
         if anything fails.
-      - 1 restores with C(pg_restore --single-transaction).
+      - 1 (the least) restores with C(pg_restore --single-transaction).
       - More jobs than the server has cores only adds contention.
       - Capped at the server's free connections (C(max_connections) less the reserved and those in use,
         one kept for pg_restore itself), with a warning.
@@ -83,7 +83,7 @@ options:
     elements: str
     default: []
   keep_previous:
-    description: How many C(<db>__pre_restore_*) copies to keep (the newest); older ones are dropped after a successful swap.
+    description: How many C(<db>__pre_restore_*) copies to keep (the newest, 0 or more); older ones are dropped after a successful swap.
     type: int
     default: 1
   allow_other_database:
@@ -214,41 +214,32 @@ elapsed_s:
   type: float
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
-from ansible_collections.hotelbot.ops.plugins.module_utils.pg_restore import restore
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec, prepare_module, with_warnings
+from ansible_collections.hotelbot.ops.plugins.module_utils.pg_restore import PHASES, restore_task
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec
 
-
-def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(
+SPEC = dict(
+    argument_spec=dict(
+        postgres_argument_spec(),
         src=dict(type='path', required=True),
         confirm=dict(type='bool', default=False),
-        jobs=dict(type='int', default=2),
+        jobs=dict(type='int', default=2, context=dict(min=1)),
         verify_queries=dict(type='list', elements='str', default=[]),
-        keep_previous=dict(type='int', default=1),
+        keep_previous=dict(type='int', default=1, context=dict(min=0)),
         allow_other_database=dict(type='bool', default=False),
         maintenance_database=dict(type='str', default='postgres'),
         bin_dir=dict(type='path'),
-        phase=dict(type='str', choices=['all', 'prepare', 'swap'], default='all'),
+        phase=dict(type='str', choices=list(PHASES), default='all'),
         scratch_database=dict(type='str'),
         maintenance_work_mem=dict(type='str', default='512MB'),
         allow_no_data=dict(type='bool', default=False),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[('phase', 'swap', ['scratch_database'])])
-    prepare_module(module)
-    p = module.params
-    if p['jobs'] < 1 or p['keep_previous'] < 0:
-        module.fail_json(msg='jobs must be at least 1 and keep_previous at least 0')
-    run(module, with_warnings(module, lambda: restore(
-        p, p['database'], p['src'], confirm=p['confirm'], jobs=p['jobs'], verify_queries=p['verify_queries'],
-        keep_previous=p['keep_previous'], bin_dir=p['bin_dir'], allow_other_database=p['allow_other_database'],
-        maintenance_database=p['maintenance_database'], check_mode=module.check_mode,
-        phase=p['phase'], scratch_database=p['scratch_database'], maintenance_work_mem=p['maintenance_work_mem'],
-        allow_no_data=p['allow_no_data'])))
+    ),
+    required_if=[('phase', 'swap', ['scratch_database'])],
+)
+
+
+def main():
+    run(SPEC, restore_task)
 
 
 if __name__ == '__main__':

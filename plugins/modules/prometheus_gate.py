@@ -117,7 +117,9 @@ options:
     type: int
     default: 3
   retry_delay:
-    description: Seconds between retries.
+    description:
+      - Seconds between retries. An answer with a C(Retry-After) header may lengthen the pause after it to what
+        the server asks, at most 60 seconds.
     type: float
     default: 2
   validate_certs:
@@ -329,7 +331,7 @@ elapsed_s:
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.prometheus import HEALTHY, INCONCLUSIVE, UNHEALTHY, gate
 
-SPEC = dict(argument_spec=dict(
+ARGUMENT_SPEC = dict(
     url=dict(type='str', required=True),
     job=dict(type='str'),
     selector=dict(type='str'),
@@ -337,15 +339,17 @@ SPEC = dict(argument_spec=dict(
     status_label=dict(type='str', default='status'),
     error_status_regex=dict(type='str', default='5..'),
     rate_window=dict(type='raw', default='1m'),
+    # threshold and latency_p95_max are checked by the work: their messages name the mistake (5 for 5%).
     threshold=dict(type='float', default=0.05),
     for_duration=dict(type='raw', default='10m', aliases=['for']),
     step=dict(type='raw', default='30s'),
     latency_metric=dict(type='str', default='http_request_duration_seconds'),
     latency_p95_max=dict(type='float'),
     query=dict(type='str'),
-    timeout=dict(type='float', default=10.0),
-    retries=dict(type='int', default=3),
-    retry_delay=dict(type='float', default=2.0),
+    timeout=dict(type='float', default=10.0, context=dict(above=0)),
+    # Each retry waits retry_delay: more than 10 only delays the decision of a dead Prometheus.
+    retries=dict(type='int', default=3, context=dict(min=0, max=10)),
+    retry_delay=dict(type='float', default=2.0, context=dict(min=0)),
     validate_certs=dict(type='bool', default=True),
     ca_path=dict(type='path'),
     use_proxy=dict(type='bool', default=True),
@@ -359,7 +363,14 @@ SPEC = dict(argument_spec=dict(
     on_query_error=dict(type='str', default=INCONCLUSIVE, choices=[INCONCLUSIVE, UNHEALTHY]),
     fail_on_unhealthy=dict(type='bool', default=False),
     evaluate_at=dict(type='raw'),
-))
+)
+
+SPEC = dict(
+    argument_spec=ARGUMENT_SPEC,
+    mutually_exclusive=[('bearer_token', 'url_username'), ('bearer_token', 'url_password')],
+    required_by=dict(url_password='url_username'),
+    required_if=[('mode', 'watch', ('watch_for',))],
+)
 
 
 def main():

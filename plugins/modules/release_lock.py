@@ -298,17 +298,36 @@ elapsed_s:
   type: float
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import prepare_module
-from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import argument_spec, run_release_lock
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec
+from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import (
+    DEFAULT_SCHEMA,
+    DEFAULT_TABLE,
+    DEFAULT_TTL,
+    release_lock_task,
+)
+
+SPEC = dict(argument_spec=dict(
+    postgres_argument_spec(),
+    name=dict(type='str', required=True),
+    state=dict(type='str', default='acquired', choices=['acquired', 'released']),
+    owner=dict(type='str'),
+    purpose=dict(type='str', default=''),
+    ttl=dict(type='raw', default=DEFAULT_TTL),
+    wait=dict(type='raw', default=0),
+    renew=dict(type='bool', default=True),
+    fail_when_held=dict(type='bool', default=True),
+    force=dict(type='bool', default=False),
+    break_owner=dict(type='str'),
+    schema=dict(type='str', default=DEFAULT_SCHEMA),
+    table=dict(type='str', default=DEFAULT_TABLE),
+    # Internal, set by the action plugin: the process whose life the heartbeat follows.
+    _holder=dict(type='dict'),
+))
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    prepare_module(module)
-    run(module, lambda: run_release_lock(module.params, check_mode=module.check_mode))
+    run(SPEC, release_lock_task)
 
 
 if __name__ == '__main__':

@@ -14,8 +14,8 @@ here instead:
   so a mistake reads exactly as the module would say it;
 - no_log options and every value the work hides are removed from the result (remove_values, as
   AnsibleModule does), and the masked arguments are returned as invocation.module_args;
-- check mode and diff come from the task; warnings are returned; progress lines of long waits are
-  shown on the controller's display while the task runs.
+- check mode and diff come from the task, and so does its `environment:`; warnings are returned;
+  progress lines of long waits are shown on the controller's display while the task runs.
 
 The action plugin's module is imported once by the strategy in the ansible-playbook process
 (to read BYPASS_HOST_LOOP) before any worker is forked, so what it imports at module level
@@ -29,6 +29,8 @@ lacks what the work needs (boto3, psycopg), or hotelbot_controller_modules=false
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
+
+import os
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -48,8 +50,9 @@ VALIDATOR_KEYS = ('argument_spec', 'mutually_exclusive', 'required_together', 'r
 
 class ControllerModule(ActionBase):
     """Base of the collection's action plugins. A subclass names the module (module_name, its
-    SPEC) and the work function; it may override ready() (what the work needs is importable) and
-    prepare(args) (arguments only the controller knows)."""
+    SPEC), the work function and whether this Python has the libraries the work needs
+    (libraries_present, e.g. HAS_PSYCOPG); it may override prepare(args) (arguments only the
+    controller knows)."""
 
     TRANSFERS_FILES = False
     _requires_connection = False
@@ -57,10 +60,7 @@ class ControllerModule(ActionBase):
     module_name = None
     spec = None
     work = None
-
-    def ready(self):
-        """Whether this controller can do the work itself (its Python has the libraries)."""
-        return True
+    libraries_present = True
 
     def prepare(self, args):
         """Arguments to add before validation; args is a copy of the task's."""
@@ -71,7 +71,7 @@ class ControllerModule(ActionBase):
             return False
         if not boolean(task_vars.get('hotelbot_controller_modules', True), strict=False):
             return False
-        return getattr(self._connection, 'transport', None) in LOCAL_TRANSPORTS and self.ready()
+        return getattr(self._connection, 'transport', None) in LOCAL_TRANSPORTS and self.libraries_present
 
     def run(self, tmp=None, task_vars=None):
         result = super(ControllerModule, self).run(tmp, task_vars)
@@ -82,6 +82,11 @@ class ControllerModule(ActionBase):
             result.update(self._execute_module(module_name=self.module_name, module_args=args,
                                                task_vars=task_vars))
             return result
+        # The worker process runs this one task for this one host, so the task's `environment:`
+        # (AWS_PROFILE, PGSSLMODE, https_proxy, ...) can be applied to it as a module would see it.
+        environment = {}
+        self._compute_environment_string(environment)
+        os.environ.update(environment)
         result.update(self.run_here(args, task_vars))
         return result
 

@@ -210,8 +210,9 @@ def test_prepare_then_swap(live, tmp_path):
 
 def pg_backup_of(sandbox, tmp_path, fmt, jobs=None, **options):
     """A backup written by our own pg_backup (sidecar and manifest included)."""
-    from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import backup, backup_argument_spec
-    p = dict((name, spec.get('default')) for name, spec in backup_argument_spec().items())
+    from ansible_collections.hotelbot.ops.plugins.module_utils.pg_backup import backup
+    from ansible_collections.hotelbot.ops.plugins.modules.pg_backup import SPEC
+    p = dict((name, spec.get('default')) for name, spec in SPEC['argument_spec'].items())
     p.update(params(sandbox), dest=str(tmp_path / 'backups'), format=fmt, jobs=jobs,
              verify_tables=['public.msgs'], bin_dir=sandbox.state['postgres']['bin_dir'], **options)
     return backup(p)['path']

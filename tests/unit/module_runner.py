@@ -86,3 +86,33 @@ def _communicate(child, timeout):
     child.returncode = os.waitstatus_to_exitcode(status)
     child.max_rss = usage.ru_maxrss * 1024  # kilobytes on Linux
     return out.get('out', b''), out.get('err', b'')
+
+
+def spec_params(spec, params):
+    """params validated and completed from a module's SPEC by ansible-core's ArgumentSpecValidator
+    (defaults filled in, suboptions too), as the module would hand them to its work function.
+    A validation error is raised as the OpsError the module would fail with."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+
+    keys = ('argument_spec', 'mutually_exclusive', 'required_together', 'required_one_of', 'required_if',
+            'required_by')
+    validation = ArgumentSpecValidator(**dict((k, spec[k]) for k in keys if k in spec)).validate(params)
+    if validation.error_messages:
+        raise OpsError(validation.errors.msg)
+    return validation.validated_parameters
+
+
+def run_work(spec, work, params, check_mode=False, hide=None):
+    """A module's work run in this process as the module runs it: params through spec_params, then
+    common.execute (the spec's empty-value and range checks first). Returns the result; a failure is
+    raised as an OpsError with the message and the result's fields, as the work raised it."""
+    from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Task, execute
+
+    task = Task(spec_params(spec, params), check_mode=check_mode, hide=hide)
+    result = execute(spec, work, task)
+    if result.pop('failed', False):
+        msg = result.pop('msg')
+        changed = result.pop('changed', False)
+        raise OpsError(msg, changed, **result)
+    return result

@@ -45,15 +45,11 @@ class FlakyEcs(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class FakeModule:
-    def __init__(self, **params):
-        self.params = dict(region='us-east-1', endpoint_url=None, profile=None, access_key='AKIDEXAMPLE',
-                           secret_key='not-a-secret', session_token=None, max_attempts=5,
-                           connect_timeout=2.0, read_timeout=5.0)
-        self.params.update(params)
-
-    def fail_json(self, **kwargs):
-        raise AssertionError(kwargs)
+def params(**overrides):
+    """A module's AWS options as validated (what aws.client reads)."""
+    return dict(dict(region='us-east-1', endpoint_url=None, profile=None, access_key='AKIDEXAMPLE',
+                     secret_key='not-a-secret', session_token=None, max_attempts=5,
+                     connect_timeout=2.0, read_timeout=5.0), **overrides)
 
 
 @pytest.fixture
@@ -75,7 +71,7 @@ def endpoint(monkeypatch):
 ])
 def test_throttling_and_5xx_are_retried_until_success(endpoint, error):
     FlakyEcs.failures, FlakyEcs.error = 2, error
-    client = aws.client(FakeModule(endpoint_url=endpoint), 'ecs')
+    client = aws.client(params(endpoint_url=endpoint), 'ecs')
     svc = EcsService(client, 'c', 'svc').describe()
     assert svc['serviceName'] == 'svc'
     assert len(FlakyEcs.seen) == 3
@@ -83,7 +79,7 @@ def test_throttling_and_5xx_are_retried_until_success(endpoint, error):
 
 def test_retries_exhausted_is_a_plain_failure_not_success(endpoint):
     FlakyEcs.failures, FlakyEcs.error = 10, (400, 'ThrottlingException', 'Rate exceeded')
-    client = aws.client(FakeModule(endpoint_url=endpoint, max_attempts=2), 'ecs')
+    client = aws.client(params(endpoint_url=endpoint, max_attempts=2), 'ecs')
     with pytest.raises(OpsError, match='DescribeServices for svc failed: ThrottlingException: Rate exceeded'):
         EcsService(client, 'c', 'svc').describe()
     assert len(FlakyEcs.seen) == 2
@@ -91,18 +87,18 @@ def test_retries_exhausted_is_a_plain_failure_not_success(endpoint):
 
 def test_client_errors_are_not_retried(endpoint):
     FlakyEcs.failures, FlakyEcs.error = 10, (400, 'AccessDeniedException', 'not allowed')
-    client = aws.client(FakeModule(endpoint_url=endpoint), 'ecs')
+    client = aws.client(params(endpoint_url=endpoint), 'ecs')
     with pytest.raises(OpsError, match='AccessDeniedException: not allowed'):
         EcsService(client, 'c', 'svc').describe()
     assert len(FlakyEcs.seen) == 1
 
 
 def test_unreachable_endpoint_and_missing_region_are_plain_messages():
-    client = aws.client(FakeModule(endpoint_url='http://127.0.0.1:9', max_attempts=1), 'ecs')
+    client = aws.client(params(endpoint_url='http://127.0.0.1:9', max_attempts=1), 'ecs')
     with pytest.raises(OpsError, match='AWS endpoint unreachable'):
         EcsService(client, 'c', 'svc').describe()
     with pytest.raises(OpsError, match='no AWS region'):
-        aws.client(FakeModule(region=None, profile=None), 'ecs')
+        aws.client(params(region=None, profile=None), 'ecs')
 
 
 @pytest.mark.parametrize('raw', [
@@ -114,7 +110,7 @@ def test_unreachable_endpoint_and_missing_region_are_plain_messages():
 ], ids=['html-200', 'html-404', 'empty-200', 'broken-json-200', 'other-json-200'])
 def test_an_endpoint_that_is_not_aws_is_named_not_called_missing(endpoint, raw):
     FlakyEcs.raw = raw
-    client = aws.client(FakeModule(endpoint_url=endpoint, max_attempts=1), 'ecs')
+    client = aws.client(params(endpoint_url=endpoint, max_attempts=1), 'ecs')
     with pytest.raises(OpsError) as err:
         EcsService(client, 'c', 'svc').describe()
     assert err.value.msg.startswith('the endpoint %s did not answer as AWS ECS does (DescribeServices for svc: ' % endpoint)
@@ -125,30 +121,33 @@ def test_an_endpoint_that_is_not_aws_is_named_not_called_missing(endpoint, raw):
 
 def test_a_5xx_html_page_is_transient_and_short(endpoint):
     FlakyEcs.raw = (502, 'text/html', HTML * 20)
-    client = aws.client(FakeModule(endpoint_url=endpoint, max_attempts=1), 'ecs')
+    client = aws.client(params(endpoint_url=endpoint, max_attempts=1), 'ecs')
     with pytest.raises(aws.AwsError) as err:
         EcsService(client, 'c', 'svc').describe()
     assert err.value.transient and len(err.value.msg) < 300
 
 
 @pytest.mark.parametrize('url, message', [
-    ('http://127.0.0.1:99999', "endpoint_url 'http://127.0.0.1:99999' is not a valid URL: Port out of range"),
-    ('http://127.0.0.1:http', "endpoint_url 'http://127.0.0.1:http' is not a valid URL"),
-    ('http://127.0.0.1:0', "endpoint_url 'http://127.0.0.1:0': port 0"),
-    ('ftp://127.0.0.1:21', "endpoint_url 'ftp://127.0.0.1:21' must start with http:// or https://"),
-    ('127.0.0.1:8080', "endpoint_url '127.0.0.1:8080' must start with http:// or https://"),
-    ('http://', "endpoint_url 'http://' has no host"),
-    ('https://:443/', "endpoint_url 'https://:443/' has no host"),
-    ('http://[::1', "endpoint_url 'http://[::1' is not a valid URL"),
-    ('http://admin:hunter2secret@127.0.0.1:99999', "endpoint_url 'http://127.0.0.1:99999' is not a valid URL"),
+    ('http://127.0.0.1:99999', 'endpoint_url is not a valid URL: port out of range'),
+    ('http://127.0.0.1:http', 'endpoint_url is not a valid URL'),
+    ('http://127.0.0.1:0', 'endpoint_url is not a valid URL: port 0'),
+    ('ftp://127.0.0.1:21', "endpoint_url must be an http:// or https:// URL with a host, got 'ftp://127.0.0.1:21'"),
+    ('127.0.0.1:8080', "endpoint_url must be an http:// or https:// URL with a host, got '127.0.0.1:8080'"),
+    ('http://', "endpoint_url must be an http:// or https:// URL with a host, got 'http://'"),
+    ('https://:443/', "endpoint_url must be an http:// or https:// URL with a host, got 'https://:443/'"),
+    ('http://[::1', 'endpoint_url is not a valid URL'),
+    ('http://admin:hunter2secret@127.0.0.1:99999', 'endpoint_url is not a valid URL'),
     # A password holding @: the userinfo ends at the last @, so no tail of it is shown.
-    ('http://admin:hunter2@secret@127.0.0.1:99999', "endpoint_url 'http://127.0.0.1:99999' is not a valid URL"),
+    ('http://admin:hunter2@secret@127.0.0.1:99999', 'endpoint_url is not a valid URL'),
+    ('ftp://admin:hunter2secret@127.0.0.1/', "endpoint_url must be an http:// or https:// URL with a host, got "
+                                             "'ftp://admin:********@127.0.0.1/'"),
+    ('http://admin:hunter2secret@[::1', 'endpoint_url is not a valid URL'),
 ])
 def test_a_bad_endpoint_url_is_refused_before_any_call(endpoint, url, message):
     with pytest.raises(OpsError) as err:
-        aws.client(FakeModule(endpoint_url=url), 'ecs')
+        aws.client(params(endpoint_url=url), 'ecs')
     assert err.value.msg.startswith(message) and '\n' not in err.value.msg
-    assert 'hunter2secret' not in err.value.msg
+    assert 'hunter2secret' not in err.value.msg and 'hunter2' not in err.value.msg
     assert FlakyEcs.seen == []
 
 
@@ -162,7 +161,7 @@ def test_a_bad_endpoint_url_is_refused_before_any_call(endpoint, url, message):
 ])
 def test_what_is_transient_is_what_botocore_retries(endpoint, error, transient):
     FlakyEcs.failures, FlakyEcs.error = 10, error
-    client = aws.client(FakeModule(endpoint_url=endpoint, max_attempts=2), 'ecs')
+    client = aws.client(params(endpoint_url=endpoint, max_attempts=2), 'ecs')
     with pytest.raises(aws.AwsError) as err:
         EcsService(client, 'c', 'svc').describe()
     assert err.value.transient is transient
@@ -170,7 +169,57 @@ def test_what_is_transient_is_what_botocore_retries(endpoint, error, transient):
 
 
 def test_an_unreachable_endpoint_is_transient():
-    client = aws.client(FakeModule(endpoint_url='http://127.0.0.1:9', max_attempts=1), 'ecs')
+    client = aws.client(params(endpoint_url='http://127.0.0.1:9', max_attempts=1), 'ecs')
     with pytest.raises(aws.AwsError) as err:
         EcsService(client, 'c', 'svc').describe()
     assert err.value.transient
+
+
+# ---------------------------------------------------------------- sessions: one warm loader, credentials per client
+
+def credentials_of(aws_client):
+    return aws_client._request_signer._credentials.get_frozen_credentials()   # pylint: disable=protected-access
+
+
+def test_preload_reads_the_service_data_once_for_every_later_client(monkeypatch):
+    monkeypatch.setattr(aws, '_SHARED_SESSION', None)   # as in a new ansible-playbook
+    aws.preload('ecs')
+    loader = aws._shared_session().get_component('data_loader')   # pylint: disable=protected-access
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError('read from disk after preload: %s' % (args,))
+    monkeypatch.setattr(loader.file_loader, 'load_file', no_disk)
+    monkeypatch.setenv('AWS_ACCESS_KEY_ID', 'AKIDFROMENV')
+    monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', 'env-secret')
+    assert aws.client(params(), 'ecs').meta.service_model.service_name == 'ecs'
+    assert aws.client(params(access_key=None, secret_key=None), 'ecs').meta.region_name == 'us-east-1'
+
+
+def test_explicit_keys_stay_with_their_client():
+    first = aws.client(params(access_key='AKIDFIRST', secret_key='first-secret'), 'ecs')
+    second = aws.client(params(access_key='AKIDSECOND', secret_key='second-secret'), 'ecs')
+    assert credentials_of(first).access_key == 'AKIDFIRST' and credentials_of(second).access_key == 'AKIDSECOND'
+
+
+def test_the_credential_chain_is_asked_again_for_every_client(monkeypatch):
+    # A session keeps what its chain resolved: were it the shared one, the second task
+    # would sign with the first task's credentials.
+    chain = params(access_key=None, secret_key=None)
+    monkeypatch.setenv('AWS_ACCESS_KEY_ID', 'AKIDHOSTONE')
+    monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', 'host-one-secret')
+    one = aws.client(chain, 'ecs')
+    monkeypatch.setenv('AWS_ACCESS_KEY_ID', 'AKIDHOSTTWO')
+    monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', 'host-two-secret')
+    two = aws.client(chain, 'ecs')
+    assert credentials_of(one).access_key == 'AKIDHOSTONE' and credentials_of(two).access_key == 'AKIDHOSTTWO'
+    assert aws._shared_session()._credentials is None   # pylint: disable=protected-access
+
+
+def test_a_profile_gets_its_own_session(tmp_path, monkeypatch):
+    (tmp_path / 'credentials').write_text('[blue]\naws_access_key_id = AKIDBLUE\naws_secret_access_key = blue-secret\n')
+    monkeypatch.setenv('AWS_SHARED_CREDENTIALS_FILE', str(tmp_path / 'credentials'))
+    monkeypatch.setenv('AWS_CONFIG_FILE', str(tmp_path / 'config'))
+    blue = aws.client(params(profile='blue', access_key=None, secret_key=None), 'ecs')
+    assert credentials_of(blue).access_key == 'AKIDBLUE'
+    with pytest.raises(OpsError, match='AWS profile not found'):
+        aws.client(params(profile='green', access_key=None, secret_key=None), 'ecs')

@@ -1,9 +1,13 @@
 """Unit tests of module_utils.ecs against an in-memory ECS (tests/unit/fake_ecs.py)."""
+import re
+
 import botocore.exceptions
 import pytest
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import ecs as ecs_utils
-from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Task, execute
+from ansible_collections.hotelbot.ops.plugins.modules import ecs_release, ecs_release_info
 from tests.unit.fake_ecs import FakeEcs, td_arn
 
 FAMILY = 'hotel-voice-bot'
@@ -45,11 +49,27 @@ def service(fake):
     return ecs_utils.EcsService(fake, CLUSTER, SERVICE)
 
 
-def run_release(fake, spec, **kwargs):
-    clock = FakeClock()
-    grace = dict(outage_grace=kwargs.pop('outage_grace')) if 'outage_grace' in kwargs else {}
-    waiter = ecs_utils.Waiter(service(fake), kwargs.pop('timeout', 60), sleep=clock.sleep, clock=clock, **grace)
-    return ecs_utils.release(service(fake), spec, waiter=waiter, **kwargs)
+def task_of(module, check_mode=False, hide=None, progress=None, **args):
+    """A Task as the module would get it: args validated by its SPEC (defaults filled in)."""
+    validation = ArgumentSpecValidator(**module.SPEC).validate(dict(args, cluster=CLUSTER, service=SERVICE))
+    assert not validation.error_messages, validation.error_messages
+    return Task(validation.validated_parameters, check_mode=check_mode, hide=hide, progress=progress)
+
+
+def release_work(fake, clock=None):
+    """ecs_utils.release on the fake ECS, sleeping on a fake clock."""
+    clock = clock or FakeClock()
+    return lambda task: ecs_utils.release(task, service=service(fake), sleep=clock.sleep, clock=clock)
+
+
+def run_release(fake, spec, timeout=60, outage_grace=None, clock=None, **kwargs):
+    grace = dict(wait_outage_grace=outage_grace) if outage_grace is not None else {}
+    task = task_of(ecs_release, revision=spec, wait_timeout=timeout, **dict(grace, **kwargs))
+    return release_work(fake, clock)(task)
+
+
+def run_info(fake, **kwargs):
+    return ecs_utils.release_info(task_of(ecs_release_info, **kwargs), service=service(fake))
 
 
 def server_error(status=500, code='ServerException', message='internal'):
@@ -256,8 +276,7 @@ def test_environment_diff(fake):
 
 def test_release_info_resolves_like_release(fake):
     hidden = []
-    info = ecs_utils.release_info(service(fake), target='previous', environment_of='current',
-                                  diff_from='last_stable', hide=lambda *v: hidden.extend(v))
+    info = run_info(fake, target='previous', environment_of='current', diff_from='last_stable', hide=hidden.append)
     assert info['current']['name'] == FAMILY + ':4' and info['target']['revision'] == 3
     assert info['target']['images'] == ['bot:1.2.0'] and info['target']['changes'] is True
     assert info['last_stable']['revision'] == 3 and info['previous']['revision'] == 3
@@ -377,7 +396,7 @@ def test_image_check_mode_registers_nothing(fake):
 def test_image_result_holds_no_environment_values(fake):
     hidden = []
     for kwargs in (dict(check_mode=True), {}, {}):
-        result = run_release(fake, 3, image=PATCH, hide=lambda *v: hidden.extend(v), **kwargs)
+        result = run_release(fake, 3, image=PATCH, hide=hidden.append, **kwargs)
         text = repr(result)
         assert not [s for s in SECRETS if s in text]
         assert 'OPENAI_API_KEY' not in text and 'DATABASE_URL' not in text
@@ -394,7 +413,6 @@ def test_image_failed_deployment_says_what_was_registered(fake):
 
 @pytest.mark.parametrize('kwargs, message', [
     (dict(image=PATCH, force_new_deployment=True), 'image and force_new_deployment are mutually exclusive'),
-    (dict(container='bot'), 'container only applies with image'),
     (dict(image=' '), 'image must not be empty'),
     (dict(image=PATCH, expected_current=3), 'not the expected hotel-voice-bot:3: nothing changed'),
     (dict(image=PATCH, mark_stable=True, wait=False), 'mark_stable needs wait'),
@@ -487,11 +505,36 @@ def test_the_wait_ends_only_when_the_old_deployment_has_stopped_its_tasks(fake):
     assert any(e['message'].endswith('has stopped 3 running tasks.') for e in result['events'])
 
 
+def test_the_wait_says_where_the_deployment_is_every_ten_seconds(fake):
+    fake.outcome = 'hang'
+    lines = []
+    with pytest.raises(OpsError, match='timed out after 35s'):
+        run_release(fake, 3, timeout=35, progress=lines.append)
+    assert len(lines) == 3, lines
+    for line, waited in zip(lines, (10, 20, 30)):
+        found = re.match(r'^deployment ecs-svc/\d+ IN_PROGRESS: 0 of 3 tasks running \(3 old still running\), '
+                         r'waited (\d+)s$', line)
+        assert found and waited <= int(found.group(1)) < waited + 5, line
+
+
+def test_the_wait_of_a_scale_and_through_an_outage_say_so(fake):
+    lines = []
+    with pytest.raises(OpsError, match='timed out after 15s'):
+        run_release(fake, 'current', desired_count=5000, timeout=15, progress=lines.append)
+    assert re.match(r'^hotel-voice-bot-service: \d+ of 5000 tasks running, waited 1\ds$', lines[0]), lines
+    fake.failures_after_update, lines[:] = [server_error()] * 1000, []
+    with pytest.raises(OpsError, match='lost contact'):
+        run_release(fake, 'current', desired_count=0, outage_grace=25, progress=lines.append)
+    assert re.match(r'^hotel-voice-bot-service to run 0 tasks: no answer from ECS for 1\ds '
+                    r'\(DescribeServices for hotel-voice-bot-service failed: ServerException: internal\), '
+                    r'waited 1\ds$', lines[0]), lines
+
+
 @pytest.mark.parametrize('count', [100000000000, 5001, -1])
 def test_desired_count_beyond_ecs_limits_is_refused_before_any_call(fake, count):
-    with pytest.raises(OpsError, match=r'^desired_count must be between 0 and 5000 \(ECS runs at most 5000 tasks '
-                                       r'per service\), got %d$' % count):
-        run_release(fake, 'current', desired_count=count)
+    # The range is the spec's (common.execute checks it before the work runs).
+    result = execute(ecs_release.SPEC, release_work(fake), task_of(ecs_release, desired_count=count))
+    assert result['failed'] and result['msg'] == 'desired_count must be between 0 and 5000, got %d' % count
     assert fake.calls == []
 
 
@@ -534,9 +577,8 @@ REAL_WORLD_SECRETS = ('Redis-pw-7f3', 'p@ss-w0rd-9', 'ss-w0rd-9', 'Jdbc-pw-17', 
 def test_info_and_hot_patch_never_return_secrets_of_any_form(fake):
     fake.task_defs[td_arn(FAMILY, 4)]['containerDefinitions'][0]['environment'] = list(REAL_WORLD_ENV)
     hidden = []
-    info = ecs_utils.release_info(service(fake), environment_of='current', diff_from=3, diff_to='current',
-                                  hide=lambda *v: hidden.extend(v))
-    patched = run_release(fake, 'current', image=PATCH, hide=lambda *v: hidden.extend(v))
+    info = run_info(fake, environment_of='current', diff_from=3, diff_to='current', hide=hidden.append)
+    patched = run_release(fake, 'current', image=PATCH, hide=hidden.append)
     shown = repr(info) + repr(patched)
     assert [s for s in REAL_WORLD_SECRETS if s in shown] == []
     assert {'Redis-pw-7f3', 'p@ss-w0rd-9', 'Jdbc-pw-17', 'Smtp-pw-2024', 'Stripe-sk-99999'} <= set(hidden)

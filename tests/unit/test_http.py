@@ -9,7 +9,8 @@ import pytest
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import http as h
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
-from module_runner import closed_port, run_module
+from ansible_collections.hotelbot.ops.plugins.modules.http_check import SPEC
+from module_runner import closed_port, run_module, run_work
 
 HEALTH = {'status': 'healthy', 'version': '1.4.2', 'build': 7, 'ready': True,
           'faqs': [{'id': 1, 'q': 'Check-in?'}, {'id': 2, 'q': 'Breakfast?'}]}
@@ -101,12 +102,17 @@ def srv(server):
     return server
 
 
+def run_params(params, check_mode=False, hidden=None):
+    """http_check's work as the module runs it (params completed from its SPEC), retry pauses cut short."""
+    hidden = hidden if hidden is not None else set()
+    return run_work(SPEC, lambda task: h.check_http(task, sleep=lambda s: time.sleep(min(s, 0.05))), params,
+                    check_mode=check_mode, hide=lambda *v: hidden.update(v))
+
+
 def run(srv, checks, check_mode=False, hidden=None, **top):
     params = dict(base_url=srv.url, checks=checks)
     params.update(top)
-    hidden = hidden if hidden is not None else set()
-    return h.check_http(params, check_mode=check_mode, hide=lambda *v: hidden.update(v),
-                        sleep=lambda s: time.sleep(min(s, 0.05)))
+    return run_params(params, check_mode=check_mode, hidden=hidden)
 
 
 # ----------------------------------------------------------------------- statistics
@@ -293,7 +299,7 @@ def test_retries_exhausted_reports_last_attempt(srv):
 def test_connection_refused_is_an_error_not_a_traceback():
     params = dict(checks=[dict(name='down', url='http://127.0.0.1:%d/api/health' % closed_port(), count=2)],
                   fail_on_error=False)
-    result = h.check_http(params)
+    result = run_params(params)
     check = result['checks']['down']
     assert check['errors'] == ['connection refused']
     assert (check['ok'], check['failed']) == (0, 2)
@@ -312,7 +318,7 @@ def test_timeout_is_an_error(srv):
 def test_tls_error_is_an_error(srv):
     params = dict(checks=[dict(name='tls', url=srv.url.replace('http://', 'https://') + '/health')],
                   fail_on_error=False)
-    error = h.check_http(params)['checks']['tls']['errors'][0]
+    error = run_params(params)['checks']['tls']['errors'][0]
     assert error.startswith('TLS error'), error
 
 
@@ -380,19 +386,13 @@ def test_check_mode_skips_non_read_only_methods(srv):
     (dict(checks=[dict(name='a', path='/x')]), "check 'a': needs url, or path together with base_url"),
     (dict(base_url='URL', checks=[dict(name='a', path='/x'), dict(name='a', path='/y')]),
      "check 'a': duplicate name"),
-    (dict(base_url='URL', checks=[dict(name='a', path='/x', count=0)]), "check 'a': count must be at least 1, got 0"),
-    (dict(base_url='URL', count=0, checks=[dict(name='a', path='/x')]), 'count must be at least 1, got 0'),
-    (dict(base_url='URL', checks=[dict(name='a', path='/x', concurrency=0)]),
-     "check 'a': concurrency must be at least 1, got 0"),
     (dict(base_url='URL', checks=[dict(name='a', path='/x', status=[200, 99, 600])]),
      "check 'a': status codes must be between 100 and 599, got [99, 600]"),
-    (dict(base_url='URL', checks=[dict(name='a', path='/x', timeout=0)]), "check 'a': timeout must be greater than 0"),
     (dict(base_url='ftp://h', checks=[dict(name='a', path='/x')]), 'base_url must be an http:// or https:// URL'),
     (dict(base_url='URL', checks=[dict(name='a', url='/relative')]), "check 'a': url must be an http:// or https://"),
     (dict(base_url='URL', checks=[dict(name='a', path='/x', json_fields={'faqs|len': 1})]),
      "unknown modifier 'len'"),
     (dict(base_url='URL', checks=[dict(name='a', path='/x', method='GE T')]), 'is not a valid HTTP method'),
-    (dict(base_url='URL', retries=-1, checks=[dict(name='a', path='/x')]), 'retries must be at least 0'),
     (dict(base_url='URL', checks=[]), 'checks must list at least one check'),
     # Mistakes that used to reach the bug path (ValueError from urllib) or a per-request error:
     (dict(base_url='http://[::1', checks=[dict(name='a', path='/x')]), 'base_url is not a valid URL: Invalid IPv6 URL'),
@@ -404,40 +404,64 @@ def test_check_mode_skips_non_read_only_methods(srv):
     (dict(checks=[dict(name='a', url='https:///x')]), "check 'a': url must be an http:// or https:// URL with a host"),
     (dict(base_url='URL', checks=[dict(name='a', path='/api/faqs?q=check in')]),
      "check 'a': path must not contain spaces or control characters"),
-    (dict(base_url='URL', max_body_bytes=0, checks=[dict(name='a', path='/x')]),
-     'max_body_bytes must be between 1 and 67108864, got 0'),
 ])
 def test_bad_input_fails_before_any_request(srv, params, message):
     if params.get('base_url') == 'URL':
         params['base_url'] = srv.url
     with pytest.raises(OpsError) as err:
-        h.check_http(params)
+        run_params(params)
     assert err.value.msg.startswith('invalid input, nothing was requested: ')
     assert message in err.value.msg
     assert srv.requests == []
 
 
-def test_all_input_problems_are_named_at_once(srv):
+# Ranges live in the SPEC (context min/max/above): common.execute names them before the work runs.
+@pytest.mark.parametrize('params, message', [
+    (dict(base_url='URL', checks=[dict(name='a', path='/x', count=0)]), 'checks[0].count must be between 1 and 100000, got 0'),
+    (dict(base_url='URL', count=0, checks=[dict(name='a', path='/x')]), 'count must be between 1 and 100000, got 0'),
+    (dict(base_url='URL', checks=[dict(name='a', path='/x', concurrency=0)]),
+     'checks[0].concurrency must be between 1 and 256, got 0'),
+    (dict(base_url='URL', checks=[dict(name='a', path='/x', timeout=0)]), 'checks[0].timeout must be in (0, 3600], got 0'),
+    (dict(base_url='URL', retries=-1, checks=[dict(name='a', path='/x')]), 'retries must be between 0 and 100, got -1'),
+    (dict(base_url='URL', max_body_bytes=0, checks=[dict(name='a', path='/x')]),
+     'max_body_bytes must be between 1 and 67108864, got 0'),
+])
+def test_out_of_range_input_fails_before_any_request(srv, params, message):
+    params['base_url'] = srv.url
     with pytest.raises(OpsError) as err:
-        h.check_http(dict(base_url=srv.url, checks=[
+        run_params(params)
+    assert message in err.value.msg
+    assert srv.requests == []
+
+
+def test_all_input_problems_are_named_at_once(srv):
+    # The spec's checks (ranges) at once, then the work's own checks (names, methods, status codes) at once.
+    with pytest.raises(OpsError) as err:
+        run_params(dict(base_url=srv.url, checks=[
             dict(name='a', path='/x', count=0),
             dict(name='b', path='/x', concurrency=0),
+            dict(name='c', path='/y', timeout=0)]))
+    assert err.value.msg.count(';') == 2
+    with pytest.raises(OpsError) as err:
+        run_params(dict(base_url=srv.url, checks=[
+            dict(name='a', path='/x', method='GE T'),
+            dict(name='b', path='/x', status=[99]),
             dict(name='b', path='/y')]))
+    assert err.value.msg.startswith('invalid input, nothing was requested: ')
     assert err.value.msg.count(';') == 2
     assert srv.requests == []
 
 
 def test_bad_input_does_not_leak_tokens_in_message():
     with pytest.raises(OpsError) as err:
-        h.check_http(dict(checks=[dict(name='a', url='ftp://h/x?token=leak-7')]))
+        run_params(dict(checks=[dict(name='a', url='ftp://h/x?token=leak-7')]))
     assert 'leak-7' not in err.value.msg and 'token=********' in err.value.msg
 
 
 def test_a_password_in_a_url_that_does_not_parse_is_hidden_and_not_shown():
     hidden = set()
     with pytest.raises(OpsError) as err:
-        h.check_http(dict(base_url='http://ops:pw-leak-9@[::1', checks=[dict(name='a', path='/x')]),
-                     hide=lambda *v: hidden.update(v))
+        run_params(dict(base_url='http://ops:pw-leak-9@[::1', checks=[dict(name='a', path='/x')]), hidden=hidden)
     assert 'pw-leak-9' in hidden and 'pw-leak-9' not in err.value.msg
     assert '\n' not in err.value.msg
 
@@ -445,12 +469,12 @@ def test_a_password_in_a_url_that_does_not_parse_is_hidden_and_not_shown():
 def test_a_missing_ca_path_is_named_before_any_request(srv, tmp_path):
     missing = str(tmp_path / 'nope' / 'ca.pem')
     with pytest.raises(OpsError) as err:
-        h.check_http(dict(base_url=srv.url, ca_path=missing, checks=[dict(name='a', path='/health')]))
+        run_params(dict(base_url=srv.url, ca_path=missing, checks=[dict(name='a', path='/health')]))
     assert err.value.msg == 'ca_path %s does not exist or is not a file, nothing was requested' % missing
     not_pem = tmp_path / 'ca.pem'
     not_pem.write_text('not a certificate\n')
     with pytest.raises(OpsError) as err:
-        h.check_http(dict(base_url=srv.url, ca_path=str(not_pem), checks=[dict(name='a', path='/health')]))
+        run_params(dict(base_url=srv.url, ca_path=str(not_pem), checks=[dict(name='a', path='/health')]))
     assert err.value.msg.startswith('ca_path %s is not a PEM file of CA certificates' % not_pem)
     assert srv.requests == []
 
@@ -506,7 +530,7 @@ def sent(srv, expected, wait=5.0):
 
 def test_a_body_over_max_body_bytes_is_counted_not_kept(streaming):
     size = 300 * 1024
-    result = h.check_http(dict(base_url=streaming.url, max_body_bytes=1000, fail_on_error=False, checks=[
+    result = run_params(dict(base_url=streaming.url, max_body_bytes=1000, fail_on_error=False, checks=[
         dict(name='json', path='/big?bytes=%d' % size, json_fields={'status': 'healthy'}),
         dict(name='head', path='/big?bytes=%d' % size, body_contains='"status": "healthy"'),
         dict(name='tail', path='/big?bytes=%d' % size, body_contains='"}'),
@@ -541,3 +565,50 @@ def test_memory_stays_flat_with_20_concurrent_200mb_bodies(streaming):
     assert check['body_bytes'] == 20 * size == sent(streaming, 20 * size)
     assert check['body_truncated'] == 20
     assert outcome.max_rss < 150 * 1024 * 1024, 'peak RSS %d MiB' % (outcome.max_rss // 2 ** 20)
+
+
+# ----------------------------------------------------------------------- the action plugin: both paths, -vvvv
+
+def _playbook_run(tmp_path, task, in_process):
+    """One http_check task through ansible-playbook -vvvv on a local connection; (result, output)."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    binary = os.path.dirname(sys.executable)
+    out = tmp_path / ('result-%s.json' % in_process)
+    playbook = tmp_path / 'check.yml'
+    playbook.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+        {'hotelbot.ops.http_check': task, 'register': 'checked', 'ignore_errors': True},
+        {'ansible.builtin.copy': {'content': '{{ checked | to_json }}', 'dest': str(out)}},
+    ]}]))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(root, 'ansible.cfg'),
+               PATH=binary + os.pathsep + os.environ['PATH'])
+    run = subprocess.run(
+        [os.path.join(binary, 'ansible-playbook'), '-i', 'localhost,', '-c', 'local', str(playbook), '-vvvv',
+         '-e', 'ansible_python_interpreter=%s' % sys.executable,
+         '-e', 'hotelbot_controller_modules=%s' % ('true' if in_process else 'false')],
+        cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(out.read_text()), run.stdout + run.stderr
+
+
+def test_secrets_never_appear_at_vvvv_in_either_path(srv, tmp_path):
+    secrets = ('hdr-secret-71', 'top-secret-72', 'query-secret-73', 'userinfo-pw-74', 'inline-key-75', 'cookie-76')
+    # a plain header with a credential's name (Cookie) is hidden too, though it is no no_log option
+    task = dict(base_url=srv.url, secret_headers={'X-Api-Key': 'top-secret-72'}, fail_on_error=False,
+                headers={'Cookie': 'session=cookie-76'}, checks=[
+        dict(name='conv', path='/health', secret_headers={'Authorization': 'Bearer hdr-secret-71'}),
+        dict(name='webhook', path='/health', secret_query={'token': 'query-secret-73'}),
+        dict(name='inline', path='/health?api_key=inline-key-75'),
+        dict(name='userinfo', url=srv.url.replace('http://', 'http://ops:userinfo-pw-74@') + '/health')])
+    here, here_log = _playbook_run(tmp_path, task, in_process=True)
+    there, there_log = _playbook_run(tmp_path, task, in_process=False)
+    assert 'AnsiballZ_http_check.py' in there_log and 'AnsiballZ_http_check.py' not in here_log
+    for result in (here, there):
+        assert result['checks']['conv']['passed'] and result['checks']['webhook']['passed']
+        assert result['checks']['webhook']['url'] == srv.url + '/health?token=********'
+    assert [r['passed'] for r in here['checks'].values()] == [r['passed'] for r in there['checks'].values()]
+    for secret in secrets:
+        assert secret not in here_log and secret not in there_log, secret
+        assert secret not in json.dumps(here) and secret not in json.dumps(there), secret

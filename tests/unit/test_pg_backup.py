@@ -92,15 +92,9 @@ def test_parse_compress_refuses(value, fmt, major, message):
 
 def test_jobs_only_with_directory_format():
     with pytest.raises(OpsError, match='jobs needs format=directory'):
-        b.validate_options('custom', 2, None, None)
-    with pytest.raises(OpsError, match='jobs must be 1 or more'):
-        b.validate_options('directory', 0, None, None)
-    b.validate_options('directory', 4, None, None)
-
-
-def test_keep_must_keep_at_least_the_new_backup():
-    with pytest.raises(OpsError, match='keep must be 1 or more'):
-        b.validate_options('custom', None, 0, None)
+        b.validate_options('custom', 2, None)
+    b.validate_options('directory', 4, None)
+    # jobs >= 1 and keep >= 1 are the SPEC's ranges: tests/unit/test_spec_postgres.py
 
 
 @pytest.mark.parametrize('arg', ['-f', '-fout.dump', '--file=x', '--file', '-Fp', '--format=plain', '-W', '--password',

@@ -3,6 +3,7 @@ import pytest
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import pg_check as p
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.modules.pg_check import SPEC
 
 
 @pytest.mark.parametrize('name, expected', [
@@ -134,7 +135,7 @@ def test_summary():
 
 
 def test_argument_spec_has_connection_and_check_options():
-    spec = p.argument_spec()
+    spec = SPEC['argument_spec']
     assert spec['password']['no_log'] is True
     assert spec['count_method']['choices'] == ['exact', 'estimate']
     assert spec['slow_query_threshold_ms']['default'] == 100.0

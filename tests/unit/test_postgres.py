@@ -158,3 +158,17 @@ def test_a_short_password_in_the_string_is_registered_too(capsys):
     result = run_module('pg_check', dict(database='postgresql://bot:pw@127.0.0.1:9/hotel', connect_timeout=2), capsys)
     assert result['invocation']['module_args']['password'] != 'pw'
     assert result['invocation']['module_args']['database'] == 'hotel'
+
+
+def test_secrets_in_options_are_hidden_even_when_the_spec_refuses_the_task():
+    """common.execute registers a PostgreSQL work's hide_secrets before its own checks: a refusal's
+    invocation must not show the password of a connection string (a short one too)."""
+    from ansible_collections.hotelbot.ops.plugins.module_utils.common import Task, execute
+    from ansible_collections.hotelbot.ops.plugins.modules.release_lock import SPEC
+    from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import release_lock_task
+    hidden = set()
+    params = dict(BARE, database='postgresql://bot:pw@db/hotel', name='n', owner='o', table='', schema='public',
+                  connect_params={'sslpassword': 'k'})
+    failed = execute(SPEC, release_lock_task, Task(params, hide=hidden.add))
+    assert failed['msg'] == 'table must not be empty'
+    assert {'postgresql://bot:pw@db/hotel', 'pw', 'k'} <= hidden

@@ -9,9 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from ansible_collections.hotelbot.ops.plugins.module_utils import duration
 from ansible_collections.hotelbot.ops.plugins.module_utils import prometheus as p
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Task
-from module_runner import closed_port
+from ansible_collections.hotelbot.ops.plugins.modules.prometheus_gate import SPEC
+from module_runner import closed_port, run_work, spec_params
 
 T = 1795298400.0   # evaluation time used by the judge tests
 STEP = 30.0
@@ -146,22 +148,24 @@ def test_combine_takes_the_worst():
 
 # --------------------------------------------------------------------------- durations, times, queries
 
+# The gate's durations are the collection's one grammar (duration.py), which takes decimals: 1.5m is 90s.
 @pytest.mark.parametrize('value,seconds', [
     ('30s', 30), ('10m', 600), ('1h', 3600), ('1h30m', 5400), ('500ms', 0.5), ('2d', 172800),
-    (45, 45), (1.5, 1.5), ('90', 90), ('1m30s', 90),
+    (45, 45), (1.5, 1.5), ('90', 90), ('1m30s', 90), ('1.5m', 90),
 ])
 def test_parse_duration(value, seconds):
-    assert p.parse_duration(value) == seconds
+    assert duration.parse_duration(value, positive=True) == seconds
 
 
-@pytest.mark.parametrize('value', ['', '10x', 'm', '-5', 0, -1, True, None, '1.5m', 'nan'])
+@pytest.mark.parametrize('value', ['', '10x', 'm', '-5', 0, -1, True, None, 'nan', '30s10m'])
 def test_parse_duration_rejects(value):
     with pytest.raises(ValueError, match='step'):
-        p.parse_duration(value, 'step')
+        duration.parse_duration(value, 'step', positive=True)
 
 
 def test_promql_duration_and_times():
-    assert [p.promql_duration(s) for s in (60, 90, 3600, 0.5, 7200, 30)] == ['1m', '90s', '1h', '500ms', '2h', '30s']
+    assert [duration.promql_duration(s) for s in (60, 90, 3600, 0.5, 7200, 30)] == [
+        '1m', '90s', '1h', '500ms', '2h', '30s']
     assert p.iso(T) == '2026-11-21T22:00:00Z'
     assert p.iso(None) is None
     assert p.parse_time('2026-11-21T22:00:00Z') == T
@@ -196,55 +200,61 @@ def test_queries_with_selector_quoting_and_custom_query():
 # --------------------------------------------------------------------------- input
 
 def test_invalid_input_names_every_problem_and_queries_nothing():
-    params = dict(url='ftp://x', step='5x', for_duration='1m', threshold=-1, mode='evaluate', watch_for='10m',
-                  bearer_token='tok-123456', url_username='u', retries=-1, timeout=0, status_label='bad-label')
-    with pytest.raises(OpsError) as err:
-        p.gate(Task(params))
-    msg = err.value.msg
-    assert msg.startswith('invalid input, nothing was queried: ')
-    for part in ('url must be an http:// or https:// URL', 'step must be a duration like 30s',
-                 'threshold is a ratio between 0 and 1 (0.05 for 5%), not -1',
-                 'watch_for and poll_interval need mode=watch',
-                 'set bearer_token or url_username/url_password, not both', 'retries must be between 0 and 10',
-                 'timeout must be greater than 0', 'set job and/or selector', 'status_label must be'):
-        assert part in msg, part
-    assert 'tok-123456' not in msg
+    # Each layer names all its problems at once: the SPEC's (which options go together, then ranges),
+    # then the gate's own (URL, durations, threshold, mode, names).
+    layers = [
+        (dict(bearer_token='tok-123456', url_username='u', url_password='pw-123456'),
+         ['parameters are mutually exclusive: bearer_token|url_username, bearer_token|url_password']),
+        (dict(retries=-1, timeout=0), ['retries must be between 0 and 10', 'timeout must be greater than 0']),
+        (dict(url='ftp://x', step='5x', for_duration='1m', threshold=-1, mode='evaluate', watch_for='10m',
+              job=None, status_label='bad-label', bearer_token='tok-123456'),
+         ['invalid input, nothing was queried: ', 'url must be an http:// or https:// URL',
+          'step must be a number of seconds or a duration like 30s',
+          'threshold is a ratio between 0 and 1 (0.05 for 5%), not -1', 'watch_for and poll_interval need mode=watch',
+          'set job and/or selector', 'status_label must be']),
+    ]
+    for params, parts in layers:
+        with pytest.raises(OpsError) as err:
+            run_work(SPEC, p.gate, dict(dict(url='http://127.0.0.1:1', job='x'), **params))
+        for part in parts:
+            assert part in err.value.msg, part
+        assert 'tok-123456' not in err.value.msg
 
 
 @pytest.mark.parametrize('params,expected', [
-    (dict(mode='watch'), 'mode=watch needs watch_for'),
+    (dict(mode='watch'), 'mode is watch but all of the following are missing: watch_for'),
     (dict(mode='watch', watch_for='5m', evaluate_at=T), 'evaluate_at cannot be used with mode=watch'),
     (dict(step='20m'), 'step (1200s) must not be longer than for (600s)'),
     (dict(step='10ms', for_duration='1h'), 'use a longer step'),
     (dict(evaluate_at='yesterday'), 'evaluate_at must be a unix timestamp or an ISO 8601 time'),
-    (dict(url_password='secret-pw'), 'url_password needs url_username'),
+    (dict(url_password='secret-pw'), "missing parameter(s) required by 'url_password': url_username"),
     (dict(error_status_regex='5(('), 'error_status_regex is not a valid regular expression'),
     (dict(latency_p95_max=0.0), 'latency_p95_max must be greater than 0'),
-    (dict(on_query_error='healthy'), 'on_query_error must be inconclusive or unhealthy'),
+    (dict(on_query_error='healthy'), 'on_query_error must be one of: inconclusive, unhealthy, got: healthy'),
 ])
 def test_invalid_input(params, expected):
     full = dict(url='http://127.0.0.1:1', job='x')
     full.update(params)
     with pytest.raises(OpsError) as err:
-        p.gate(Task(full))
+        run_work(SPEC, p.gate, full)
     assert expected in err.value.msg
     assert 'secret-pw' not in err.value.msg
 
 
 def test_for_alias_is_used():
-    settings = p.Settings({'url': 'http://p:9090', 'job': 'x', 'for': '15m', 'for_duration': None})
+    settings = p.Settings(spec_params(SPEC, {'url': 'http://p:9090', 'job': 'x', 'for': '15m'}))
     assert settings.for_s == 900
 
 
 def test_secrets_are_hidden_and_sent_as_headers():
     hidden = []
-    settings = p.Settings(dict(url='http://user:url-pass-1@p:9090/?token=qs-secret-1', job='x',
-                               bearer_token='bearer-secret-1'), hide=lambda *v: hidden.extend(v))
+    settings = p.Settings(spec_params(SPEC, dict(url='http://user:url-pass-1@p:9090/?token=qs-secret-1', job='x',
+                                                 bearer_token='bearer-secret-1')), hide=lambda *v: hidden.extend(v))
     assert 'bearer-secret-1' in hidden and 'url-pass-1' in hidden and 'qs-secret-1' in hidden
     assert settings.headers == {'Authorization': 'Bearer bearer-secret-1'}
     hidden = []
-    settings = p.Settings(dict(url='http://p:9090', job='x', url_username='ops', url_password='basic-pw-1'),
-                          hide=lambda *v: hidden.extend(v))
+    settings = p.Settings(spec_params(SPEC, dict(url='http://p:9090', job='x', url_username='ops',
+                                                 url_password='basic-pw-1')), hide=lambda *v: hidden.extend(v))
     token = base64.b64encode(b'ops:basic-pw-1').decode()
     assert settings.headers == {'Authorization': 'Basic ' + token}
     assert 'basic-pw-1' in hidden and token in hidden
@@ -312,7 +322,8 @@ def no_proxy_env(monkeypatch):
 def gate(url, sleeps=None, **params):
     full = dict(url=url, job='hotel-voice-bot', evaluate_at=T, retries=2, retry_delay=0.5)
     full.update(params)
-    return p.gate(Task(full), sleep=(sleeps.append if sleeps is not None else lambda s: None))
+    return run_work(SPEC, lambda task: p.gate(task, sleep=(sleeps.append if sleeps is not None else lambda s: None)),
+                    full)
 
 
 def test_unhealthy_history_from_the_api_with_the_query_sent(srv):
@@ -430,7 +441,8 @@ def test_watch_returns_at_the_first_unhealthy_evaluation(srv):
     def sleep(seconds):
         clock['now'] += seconds
     params = dict(url=srv.url, job='x', mode='watch', watch_for='20m', poll_interval='1m', retries=0)
-    result = p.gate(Task(params), sleep=sleep, clock=lambda: clock['now'], monotonic=lambda: clock['now'])
+    result = p.gate(Task(spec_params(SPEC, params)), sleep=sleep, clock=lambda: clock['now'],
+                    monotonic=lambda: clock['now'])
     assert result['decision'] == 'unhealthy'
     # breach began at T-13m, so it is 10m old at T-3m: evaluations at T-5m, T-4m, T-3m
     assert result['evaluations'] == 3
@@ -447,7 +459,8 @@ def test_watch_is_healthy_only_after_the_whole_duration(srv):
     def sleep(seconds):
         clock['now'] += seconds
     params = dict(url=srv.url, job='x', mode='watch', watch_for='5m', retries=0)
-    result = p.gate(Task(params), sleep=sleep, clock=lambda: clock['now'], monotonic=lambda: clock['now'])
+    result = p.gate(Task(spec_params(SPEC, params)), sleep=sleep, clock=lambda: clock['now'],
+                    monotonic=lambda: clock['now'])
     assert result['decision'] == 'healthy'
     assert result['evaluations'] == 11   # every step (30s) for 5m, both ends included
     assert clock['now'] == T + 5 * MIN
@@ -473,7 +486,7 @@ class MillisecondPrometheus:
 def test_the_rule_is_met_at_for_whatever_the_sub_millisecond_part_of_now(fraction):
     """A breach that began exactly `for` ago is unhealthy; one step less is not. The gate's clock
     has sub-millisecond digits Prometheus drops; they must not cost a step."""
-    settings = p.Settings(dict(url='http://p:9090', job='x', for_duration='15s', step='1s'))
+    settings = p.Settings(spec_params(SPEC, dict(url='http://p:9090', job='x', for_duration='15s', step='1s')))
     now = 1763850000.368 + fraction
     met = p.evaluate(MillisecondPrometheus(breach_at=1763850000.368 - 15), settings, now)
     assert met['decision'] == p.UNHEALTHY, met['reason']
@@ -498,7 +511,8 @@ def test_watch_evaluates_on_a_fixed_cadence():
     def settings_clock():
         return clock['t']
 
-    params = dict(p.DEFAULTS, url='http://p:9090', job='x', for_duration='15s', step='1s', mode='watch', watch_for='3s')
+    params = spec_params(SPEC, dict(url='http://p:9090', job='x', for_duration='15s', step='1s', mode='watch',
+                                    watch_for='3s'))
     original = p.Client.query_range
     try:
         p.Client.query_range = lambda self, *args: SlowClient().query_range(*args)
@@ -557,7 +571,7 @@ def test_retries_are_bounded(srv, retries, ok):
 def test_bad_urls_are_named_not_a_bug(url, message):
     hidden = []
     with pytest.raises(OpsError) as err:
-        p.gate(Task(dict(url=url, job='x'), hide=hidden.append))
+        run_work(SPEC, p.gate, dict(url=url, job='x'), hide=hidden.append)
     assert message in err.value.msg and '\n' not in err.value.msg
     assert 'pw-leak-9' not in err.value.msg
     assert ('pw-leak-9' in hidden) == ('pw-leak-9' in url)
@@ -566,7 +580,7 @@ def test_bad_urls_are_named_not_a_bug(url, message):
 def test_a_missing_ca_path_is_named(tmp_path):
     missing = str(tmp_path / 'ca.pem')
     with pytest.raises(OpsError) as err:
-        p.gate(Task(dict(url='https://127.0.0.1:1', job='x', ca_path=missing)))
+        run_work(SPEC, p.gate, dict(url='https://127.0.0.1:1', job='x', ca_path=missing))
     assert err.value.msg == 'ca_path %s does not exist or is not a file, nothing was requested' % missing
 
 

@@ -1,11 +1,15 @@
 """Unit tests of module_utils.release_lock's pure parts (no server)."""
 import datetime
+import itertools
 
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.hotelbot.ops.plugins.module_utils import poll
 from ansible_collections.hotelbot.ops.plugins.module_utils import release_lock as r
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
+from ansible_collections.hotelbot.ops.plugins.module_utils.duration import format_duration, parse_duration
+from ansible_collections.hotelbot.ops.plugins.modules.release_lock import SPEC
 
 
 @pytest.mark.parametrize('value, seconds', [
@@ -24,14 +28,14 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsErro
     (0, 0.0),
 ])
 def test_parse_duration(value, seconds):
-    assert r.parse_duration(value) == seconds
+    assert parse_duration(value, 'ttl') == seconds
 
 
 @pytest.mark.parametrize('value', ['', 'abc', '10x', '1h1h', 'm', '30m10', '1h-5m', True, None, 'inf', 'nan',
                                    '10 minutes'])
 def test_parse_duration_rejects(value):
     with pytest.raises(ValueError) as err:
-        r.parse_duration(value, 'ttl')
+        parse_duration(value, 'ttl')
     assert 'ttl must be' in str(err.value)
 
 
@@ -40,7 +44,7 @@ def test_parse_duration_rejects(value):
     (3600, '1h00m'), (3900, '1h05m'), (86400, '1d00h'), (97200, '1d03h'), (-5, '0s'),
 ])
 def test_format_duration(seconds, text):
-    assert r.format_duration(seconds) == text
+    assert format_duration(seconds) == text
 
 
 def test_utc_text_converts_zones():
@@ -92,12 +96,40 @@ def test_holder_summary_and_public():
 
 
 def test_next_pause_backs_off_to_a_ceiling():
-    pauses = []
-    pause = 0.0
-    for _step in range(7):
-        pause = r.next_pause(pause)
-        pauses.append(pause)
+    pauses = list(itertools.islice(poll.LOCK.pauses(), 7))
     assert pauses == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+
+
+def test_acquire_waits_for_a_held_lease_on_the_lock_schedule(monkeypatch):
+    """A lease held twice, then free: acquire polls with poll.LOCK's pauses and names whom it waited for."""
+    answers = [('held', lease(owner='alice@ci/1'), None), ('held', lease(owner='alice@ci/1'), None),
+               ('acquired', None, lease(owner='bob', purpose=''))]
+    monkeypatch.setattr(r, 'ensure_table', lambda conn, schema, table: False)
+    monkeypatch.setattr(r, '_take', lambda conn, table, settings, values: answers.pop(0))
+    now, sleeps = [0.0], []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    result = r.acquire(None, r.validate(params(owner='bob', wait='1m')), sleep=sleep, clock=lambda: now[0])
+    assert sleeps == [0.5, 1.0] and answers == []
+    assert result['acquired'] is True and result['waited_s'] == 1.5
+    assert result['waited_for']['owner'] == 'alice@ci/1'
+
+
+def test_acquire_gives_up_when_the_wait_is_over(monkeypatch):
+    monkeypatch.setattr(r, 'ensure_table', lambda conn, schema, table: False)
+    monkeypatch.setattr(r, '_take', lambda conn, table, settings, values: ('held', lease(), None))
+    now, sleeps = [0.0], []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    with pytest.raises(OpsError) as err:
+        r.acquire(None, r.validate(params(owner='bob', wait=2)), sleep=sleep, clock=lambda: now[0])
+    assert sleeps == [0.5, 1.0, 0.5] and 'after waiting 2s' in err.value.msg
 
 
 def params(**overrides):
@@ -144,7 +176,7 @@ def test_owner_hint_tells_to_set_it_once_per_run():
 
 
 def test_argument_spec_defaults_and_secrets():
-    spec = r.argument_spec()
+    spec = SPEC['argument_spec']
     assert spec['password']['no_log'] is True
     assert spec['state']['choices'] == ['acquired', 'released'] and spec['state']['default'] == 'acquired'
     assert spec['ttl']['default'] == '90s' and spec['wait']['default'] == 0
@@ -153,7 +185,7 @@ def test_argument_spec_defaults_and_secrets():
 
 
 def test_argument_spec_validates_module_input():
-    validator = ArgumentSpecValidator(r.argument_spec())
+    validator = ArgumentSpecValidator(SPEC['argument_spec'])
     ok = validator.validate(dict(database='db', name='ecs/c/s', owner='o', ttl=600, password='s3cret-pw'))
     assert not ok.error_messages, ok.error_messages
     assert ok.validated_parameters['ttl'] == 600 and ok.validated_parameters['fail_when_held'] is True
