@@ -103,8 +103,6 @@ def validate(params):
     break_owner = break_owner.strip() if isinstance(break_owner, str) else break_owner
     if params.get('break_owner') is not None and not break_owner:
         raise OpsError('break_owner must not be empty: pass the owner of the lease to break, as the refusal names it')
-    if break_owner and state != 'released':
-        raise OpsError('break_owner only applies to state=released (it releases the lease of that other owner)')
     if break_owner and force:
         raise OpsError('break_owner and force are mutually exclusive: break_owner releases only that owner\'s lease')
     if not owner and not (state == 'released' and force):
@@ -747,7 +745,13 @@ def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_hea
         conn.execute("SET lock_timeout = '30s'")
         if settings['state'] == 'released':
             return release(conn, settings, check_mode)
+        # A dead run's lease named by break_owner is broken first (refused, changing nothing, when someone
+        # else holds the lock), then taken: one task for what a re-run after a killed one needs.
+        broken = release(conn, settings, check_mode) if settings['break_owner'] else None
         result = acquire(conn, settings, check_mode, sleep=sleep, progress=progress)
+        if broken:
+            result['broken'] = broken['broken']
+            result['msg'] = '%s; %s' % (broken['msg'], result['msg'])
     except DATABASE_ERRORS as err:
         raise OpsError('PostgreSQL error on release lock %r in database %s: %s'
                        % (settings['name'], database_label(params), first_line(err)))

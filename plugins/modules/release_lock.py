@@ -120,9 +120,11 @@ options:
     default: false
   break_owner:
     description:
-      - With O(state=released), break the lease of this other owner (a run known to be dead), exactly as the
-        refusal names it. Refused, changing nothing, when the lease is held by anyone else; nothing to do when
-        nobody holds it. O(owner) is recorded as C(broken_by) in the events table.
+      - Break the lease of this other owner (a run known to be dead), exactly as the refusal names it.
+        Refused, changing nothing, when the lease is held by anyone else; nothing to do when nobody holds it.
+        O(owner) is recorded as C(broken_by) in the events table.
+      - With O(state=released) that is all; with O(state=acquired) the lock is then taken for O(owner), so a
+        re-run after a killed one breaks and takes the lock in one task (C(broken) says what was broken).
       - The playbooks expose it as C(-e release_break_lock=<owner>).
       - Mutually exclusive with O(force).
     type: str
@@ -290,7 +292,7 @@ broken:
   description:
     - Another owner's lease this task released (as in RV(holder)) plus C(event) (V(broken) for O(break_owner),
       V(forced) for O(force)), C(broken_by), C(events_table), C(event_id) and C(at) (not in check mode); else null.
-  returned: when O(state=released)
+  returned: when O(state=released), or O(break_owner) is set
   type: dict
 elapsed_s:
   description: Seconds the module took.

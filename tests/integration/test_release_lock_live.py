@@ -251,6 +251,29 @@ def test_release_by_other_owner_is_refused_and_force_releases(sandbox, lock_name
     assert row == ('forced', 'alice@ci/1')
 
 
+def test_acquire_with_break_owner_breaks_that_lease_then_takes_the_lock(sandbox, lock_name):
+    """One task for a re-run after a killed one: the named dead owner's lease is broken (on record) and
+    the lock taken; a lease of anyone else is refused, changing nothing."""
+    r.run_release_lock(app_params(sandbox, name=lock_name, owner='alice@ci/1', purpose='hotpatch'))
+    before = lease_row(sandbox, lock_name)
+    rc, result, output = adhoc(module_args(sandbox, name=lock_name, owner='bob@laptop/2', break_owner='carol@ci/7'))
+    assert rc != 0 and 'Traceback' not in output, output
+    assert 'is held by alice@ci/1' in result['msg'] and 'not by carol@ci/7: not broken' in result['msg']
+    assert lease_row(sandbox, lock_name) == before
+
+    rc, result, output = adhoc(module_args(sandbox, name=lock_name, owner='bob@laptop/2', break_owner='alice@ci/1',
+                                           purpose='rollback'))
+    assert rc == 0, output
+    assert result['acquired'] is True and result['broken']['owner'] == 'alice@ci/1'
+    assert result['broken']['broken_by'] == 'bob@laptop/2'
+    row = lease_row(sandbox, lock_name)
+    assert row['owner'] == 'bob@laptop/2' and row['purpose'] == 'rollback'
+    with superuser(sandbox) as conn:
+        event = conn.execute(sql.SQL('SELECT event, owner FROM {} WHERE id = %s').format(
+            sql.Identifier('public', TABLE + '_events')), (result['broken']['event_id'],)).fetchone()
+    assert event == ('broken', 'alice@ci/1')
+
+
 def test_release_without_table_is_ok(sandbox, scratch_table):
     result = r.run_release_lock(app_params(sandbox, name='x', owner='o', state='released', table=scratch_table))
     assert result['changed'] is False and result['released'] is False

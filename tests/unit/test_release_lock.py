@@ -237,7 +237,7 @@ def test_result_of_a_take_over_and_of_check_mode():
 # --------------------------------------------------------------------------- break_owner
 
 @pytest.mark.parametrize('overrides, fragment', [
-    (dict(break_owner='alice@ci/1'), 'break_owner only applies to state=released'),
+    (dict(break_owner='alice@ci/1', force=True, state='released'), 'break_owner and force are mutually exclusive'),
     (dict(break_owner='alice@ci/1', state='released', force=True), 'break_owner and force are mutually exclusive'),
     (dict(break_owner='  ', state='released'), 'break_owner must not be empty'),
 ])
