@@ -82,8 +82,7 @@ def _options(argument_spec, params, prefix=''):
                 ('%s[%d]' % (name, index), item) for index, item in enumerate(value)]
             for label, item in items:
                 if isinstance(item, dict):
-                    for found in _options(spec['options'], item, '%s%s.' % (prefix, label)):
-                        yield found
+                    yield from _options(spec['options'], item, '%s%s.' % (prefix, label))
 
 
 def empty_options(argument_spec, params):

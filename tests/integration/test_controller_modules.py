@@ -66,7 +66,7 @@ def play(tmp_path, prometheus, args, in_process, check=False, verbosity='-vvvv',
                '-e', 'hotelbot_controller_modules=%s' % ('true' if in_process else 'false')]
     if check:
         command.append('--check')
-    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads(out.read_text()), run.stdout + run.stderr
 
@@ -98,7 +98,7 @@ def test_in_process_gives_the_module_result_without_a_module_process(tmp_path, p
 ])
 def test_bad_input_reads_the_same_in_both_paths(tmp_path, prometheus, args, option):
     here, here_log = play(tmp_path, prometheus, args, in_process=True, verbosity='-v')
-    there, _ = play(tmp_path, prometheus, args, in_process=False, verbosity='-v')
+    there, _output = play(tmp_path, prometheus, args, in_process=False, verbosity='-v')
     assert here['failed'] is True and there['failed'] is True
     assert option in here['msg'] and here['msg'] == there['msg']
     assert TOKEN not in here_log
@@ -107,8 +107,8 @@ def test_bad_input_reads_the_same_in_both_paths(tmp_path, prometheus, args, opti
 def test_check_mode_reaches_the_work(tmp_path, prometheus):
     """The gate changes nothing either way; what must hold is that the work sees check mode and
     the result says so the same way in both paths."""
-    here, _ = play(tmp_path, prometheus, {}, in_process=True, check=True, verbosity='-v')
-    there, _ = play(tmp_path, prometheus, {}, in_process=False, check=True, verbosity='-v')
+    here, _output = play(tmp_path, prometheus, {}, in_process=True, check=True, verbosity='-v')
+    there, _output = play(tmp_path, prometheus, {}, in_process=False, check=True, verbosity='-v')
     assert here['changed'] is False and there['changed'] is False
     assert here['decision'] == there['decision'] == 'unhealthy'
 
@@ -122,5 +122,5 @@ def test_the_tasks_environment_reaches_the_work(tmp_path, prometheus):
         closed = probe.getsockname()[1]
     proxy = dict(http_proxy='http://127.0.0.1:%d' % closed, no_proxy='', NO_PROXY='')
     for in_process in (True, False):
-        result, _ = play(tmp_path, prometheus, {}, in_process=in_process, verbosity='-v', environment=proxy)
+        result, _output = play(tmp_path, prometheus, {}, in_process=in_process, verbosity='-v', environment=proxy)
         assert result['decision'] == 'inconclusive', (in_process, result['reason'])
