@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tempfile
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = os.path.join(ROOT, 'plugins', 'modules')
 COLLECTIONS = os.path.join(ROOT, '.collections')
@@ -24,6 +26,14 @@ class Outcome:
             self.result = json.loads(stdout)
         except ValueError:
             self.result = None
+
+
+@pytest.fixture(autouse=True)
+def no_proxy_env(monkeypatch):
+    """For the tests that talk to a local HTTP server: a proxy set in the environment must not catch
+    their requests (import it into the test module; it is autouse there)."""
+    for name in ('http_proxy', 'https_proxy', 'all_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY'):
+        monkeypatch.delenv(name, raising=False)
 
 
 def closed_port():

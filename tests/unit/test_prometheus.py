@@ -13,7 +13,8 @@ from ansible_collections.hotelbot.ops.plugins.module_utils import duration
 from ansible_collections.hotelbot.ops.plugins.module_utils import prometheus as p
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Task
 from ansible_collections.hotelbot.ops.plugins.modules.prometheus_gate import SPEC
-from module_runner import closed_port, run_work, spec_params
+# no_proxy_env is an autouse fixture: importing it is what applies it here.
+from module_runner import closed_port, no_proxy_env, run_work, spec_params  # noqa: F401  # pylint: disable=unused-import
 
 T = 1795298400.0   # evaluation time used by the judge tests
 STEP = 30.0
@@ -311,12 +312,6 @@ def srv():
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch):
-    for name in ('http_proxy', 'https_proxy', 'all_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY'):
-        monkeypatch.delenv(name, raising=False)
 
 
 def gate(url, sleeps=None, **params):

@@ -12,7 +12,8 @@ import pytest
 from ansible_collections.hotelbot.ops.plugins.module_utils import transport as t
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError
 from ansible_collections.hotelbot.ops.plugins.module_utils.poll import Backoff
-from module_runner import closed_port
+# no_proxy_env is an autouse fixture: importing it is what applies it here.
+from module_runner import closed_port, no_proxy_env  # noqa: F401  # pylint: disable=unused-import
 
 NOW = 1795298400.0
 
@@ -65,12 +66,6 @@ def srv():
     yield server
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def no_proxy_env(monkeypatch):
-    for name in ('http_proxy', 'https_proxy', 'all_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'ALL_PROXY'):
-        monkeypatch.delenv(name, raising=False)
 
 
 def transport(pauses, **options):
