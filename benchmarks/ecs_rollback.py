@@ -28,6 +28,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -349,8 +350,11 @@ class Playbook:
         self.runs += 1
         stem = f"playbook-{self.runs:03d}-{label}"
         log_path, timing_path = self.workdir / f"{stem}.log", self.workdir / f"{stem}.timing.json"
-        env = dict(os.environ)
+        # AWS credentials from the environment, as AWX's credential (and the CLI here) gets them.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(
+            AWS_ACCESS_KEY_ID=self.sandbox.st["aws"]["access_key_id"],
+            AWS_SECRET_ACCESS_KEY=self.sandbox.secrets["aws_secret_access_key"],
             ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
             HOTELBOT_SANDBOX_DIR=str(self.sandbox.dir),
             ANSIBLE_CALLBACK_PLUGINS=str(CALLBACK_DIR),
@@ -390,12 +394,42 @@ class Playbook:
         return result
 
 
-def write_inventory(workdir: Path, services: list[str]) -> Path:
-    """A YAML inventory with one host per service, plus the sandbox's group_vars."""
+# A sandbox value the inventory reads from the state file: "{{ hotelbot_sandbox.a.b }}".
+SANDBOX_REFERENCE = re.compile(r'"\{\{ hotelbot_sandbox\.([a-z_.]+) \}\}"')
+
+
+def production_group_vars(sandbox: "Sandbox") -> str:
+    """The sandbox's group_vars in production's shape (inventory/production): plain values, read
+    once here from the state file instead of a lookup per use; AWS credentials left to the
+    environment, as AWX's credential injects them (and as the CLI gets them); the bot's tokens
+    still read from the sandbox's 0600 secrets file by a lookup, as a vault lookup would be."""
+    text = (REPO / "inventory" / "sandbox" / "group_vars" / "hotelbot.yml").read_text()
+
+    def plain(match: re.Match[str]) -> str:
+        value: Any = sandbox.st
+        for key in match.group(1).split("."):
+            value = value[key]
+        return json.dumps(value)
+
+    lines = []
+    for line in text.splitlines():
+        if line.startswith(("hotelbot_sandbox:", "hotelbot_aws_access_key:", "hotelbot_aws_secret_key:")):
+            continue
+        if line.startswith("hotelbot_sandbox_dir:"):
+            line = "hotelbot_sandbox_dir: " + json.dumps(str(sandbox.dir))
+        lines.append(SANDBOX_REFERENCE.sub(plain, line))
+    text = "\n".join(lines) + "\n"
+    if "hotelbot_sandbox." in text:
+        raise BenchError("inventory/sandbox reads a sandbox value this benchmark cannot make plain")
+    return text
+
+
+def write_inventory(workdir: Path, services: list[str], sandbox: "Sandbox") -> Path:
+    """A YAML inventory with one host per service and the sandbox's group_vars in production's shape."""
     inv = workdir / f"inventory-{len(services)}"
     shutil.rmtree(inv, ignore_errors=True)
-    inv.mkdir(parents=True)
-    shutil.copytree(REPO / "inventory" / "sandbox" / "group_vars", inv / "group_vars")
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "group_vars" / "hotelbot.yml").write_text(production_group_vars(sandbox))
     hosts = {}
     for i, name in enumerate(services, 1):
         hosts[f"svc{i:02d}"] = {
@@ -443,7 +477,8 @@ def one_trial(way: str, sandbox: Sandbox, cli: Cli, playbook: Playbook, trial: i
     cpu_before = children_cpu()
     try:
         if way.startswith("playbook"):
-            res = playbook.run(f"main-{way}-t{trial}", pipelining=way == "playbook-pipelining")
+            res = playbook.run(f"main-{way}-t{trial}", inventory=write_inventory(playbook.workdir, [SERVICE], sandbox),
+                               pipelining=way == "playbook-pipelining")
             record.update(res)
             record["ok"] = res["rc"] == 0
         else:
@@ -527,7 +562,7 @@ def run_scaling(sandbox: Sandbox, cli: Cli, playbook: Playbook, workdir: Path, c
     rows = []
     for n in counts:
         services = [SERVICE] + sandbox.extra_services[:n - 1]
-        inventory = write_inventory(workdir, services)
+        inventory = write_inventory(workdir, services, sandbox)
         runs = []
         for trial in range(1, trials + 1):
             sandbox.put_on_bad_revision(services)

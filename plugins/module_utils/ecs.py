@@ -394,6 +394,12 @@ def images(task_definition):
     return [c.get('image') for c in task_definition.get('containerDefinitions', [])]
 
 
+def image_version(image_refs):
+    """The tag of the first image ('' when it has none): the version the bot reports."""
+    first = (image_refs or [''])[0] or ''
+    return first.rsplit(':', 1)[1] if ':' in first.rsplit('/', 1)[-1] else ''
+
+
 def images_by_container(task_definition):
     return dict((c.get('name'), c.get('image')) for c in task_definition.get('containerDefinitions', []))
 
@@ -549,8 +555,8 @@ class ServiceView:
                 pending_count=svc.get('pendingCount'),
             ),
             family=family,
-            current=dict(revision=current, name=revision_name(family, current),
-                         arn=svc['taskDefinition'], images=images(self.definition())),
+            current=with_version(dict(revision=current, name=revision_name(family, current),
+                                      arn=svc['taskDefinition'], images=images(self.definition()))),
             revisions=self.revisions,
             previous=previous_revision(self.revisions, current),
             last_stable=last_stable_revision(family, self.revisions, self.tags),
@@ -561,16 +567,31 @@ class ServiceView:
 
     def target(self, spec):
         entry = self.resolve(spec)
-        return dict(entry, images=images(self.definition(entry)), changes=entry['revision'] != self.current)
+        return with_version(dict(entry, images=images(self.definition(entry)), changes=entry['revision'] != self.current))
 
     def environment_of(self, spec):
         entry = self.resolve(spec)
-        return dict(revision=entry['name'], containers=environment(self.definition(entry)))
+        containers = environment(self.definition(entry))
+        return dict(revision=entry['name'], containers=containers, defined=defined_names(containers))
 
     def environment_diff(self, from_spec, to_spec):
         old, new = self.resolve(from_spec), self.resolve(to_spec)
         return dict(from_revision=old['name'], to_revision=new['name'],
                     containers=environment_diff(self.definition(old), self.definition(new)))
+
+
+def with_version(revision):
+    revision['version'] = image_version(revision['images'])
+    return revision
+
+
+def defined_names(containers):
+    """The variables a revision sets, over its containers: a non-empty value, or a secret reference."""
+    names = []
+    for container in containers.values():
+        names.extend(name for name, value in container['environment'].items() if value)
+        names.extend(container['secrets'])
+    return names
 
 
 # --------------------------------------------------------------------------- release

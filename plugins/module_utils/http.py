@@ -531,6 +531,15 @@ def check_http(task, transport=None, sleep=time.sleep):
     return result
 
 
+def reported_version(results):
+    """The version field of the first check whose JSON response has one (what the service says it runs)."""
+    for check in results.values():
+        answer = (check.get('response') or {}).get('json')
+        if isinstance(answer, dict) and 'version' in answer:
+            return answer['version']
+    return None
+
+
 def outcome(results):
     """The module result of the checks' results: passed, the lists of failed and skipped checks, msg."""
     failed = [name for name, r in results.items() if not r['passed']]
@@ -542,6 +551,8 @@ def outcome(results):
         summary=[summary_line(name, r) for name, r in results.items()],
         failed_checks=failed,
         skipped_checks=skipped,
+        latency_ms=dict((name, r['latency_ms']) for name, r in results.items()),
+        version=reported_version(results),
     )
     if failed:
         result['msg'] = '%d of %d checks failed: %s' % (

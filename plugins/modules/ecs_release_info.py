@@ -95,10 +95,12 @@ family:
   type: str
   sample: hotel-voice-bot
 current:
-  description: The revision the service runs (its task definition), with its container images.
+  description:
+    - The revision the service runs (its task definition), with its container images.
+    - C(version) is the tag of the first image (empty when it has none), the version the bot reports.
   returned: success
   type: dict
-  sample: {revision: 4, name: "hotel-voice-bot:4", images: ["ghcr.io/hotelbot/hotel-voice-bot:1.3.0"]}
+  sample: {revision: 4, name: "hotel-voice-bot:4", images: ["ghcr.io/hotelbot/hotel-voice-bot:1.3.0"], version: "1.3.0"}
 revisions:
   description: Every revision of the family, newest first, with C(status) ACTIVE or INACTIVE.
   returned: success
@@ -128,11 +130,13 @@ events:
   type: list
   elements: dict
 target:
-  description: O(target) resolved, with C(reason) saying why, C(images), and C(changes) (false when it is the current revision).
+  description: O(target) resolved, with C(reason) saying why, C(images), C(version) (as in RV(current)), and C(changes) (false when it is the current revision).
   returned: when O(target) is set
   type: dict
 environment:
-  description: The container environment of O(environment_of), secret-looking values masked; C(secrets) lists references only.
+  description:
+    - The container environment of O(environment_of), secret-looking values masked; C(secrets) lists references only.
+    - C(defined) names the variables the revision sets, over its containers (a non-empty value, or a secret reference).
   returned: when O(environment_of) is set
   type: dict
 environment_diff:

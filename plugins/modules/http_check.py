@@ -395,6 +395,17 @@ skipped_checks:
   type: list
   elements: str
   sample: [webhook]
+latency_ms:
+  description: Per check, its latency figures (as C(checks.<name>.latency_ms)).
+  returned: always
+  type: dict
+  sample: {health: {min: 2.1, p50: 2.4, p95: 3.0, max: 3.0}}
+version:
+  description:
+    - The C(version) field of the first check whose JSON response has one (what the service says it runs), else null.
+  returned: always
+  type: raw
+  sample: 1.2.0
 msg:
   description: What happened; on failure, each failing check and its first error.
   returned: always
