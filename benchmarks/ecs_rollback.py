@@ -401,8 +401,9 @@ SANDBOX_REFERENCE = re.compile(r'"\{\{ hotelbot_sandbox\.([a-z_.]+) \}\}"')
 def production_group_vars(sandbox: "Sandbox") -> str:
     """The sandbox's group_vars in production's shape (inventory/production): plain values, read
     once here from the state file instead of a lookup per use; AWS credentials left to the
-    environment, as AWX's credential injects them (and as the CLI gets them); the bot's tokens
-    still read from the sandbox's 0600 secrets file by a lookup, as a vault lookup would be."""
+    environment, as AWX's credential injects them (and as the CLI gets them); the release lock in
+    DynamoDB, production's default on ECS; the bot's tokens still read from the sandbox's 0600
+    secrets file by a lookup, as a vault lookup would be."""
     text = (REPO / "inventory" / "sandbox" / "group_vars" / "hotelbot.yml").read_text()
 
     def plain(match: re.Match[str]) -> str:
@@ -417,6 +418,9 @@ def production_group_vars(sandbox: "Sandbox") -> str:
             continue
         if line.startswith("hotelbot_sandbox_dir:"):
             line = "hotelbot_sandbox_dir: " + json.dumps(str(sandbox.dir))
+        if line.startswith("hotelbot_lock_backend:"):
+            # Production's lock on ECS (inventory/production); the sandbox keeps PostgreSQL for its tests.
+            line = "hotelbot_lock_backend: dynamodb"
         lines.append(SANDBOX_REFERENCE.sub(plain, line))
     text = "\n".join(lines) + "\n"
     if "hotelbot_sandbox." in text:

@@ -93,9 +93,20 @@ def _register(ecs: Any, family: str, container: dict[str, Any]) -> str:
     )["taskDefinition"]["taskDefinitionArn"]
 
 
+# The release lock's table (hotelbot.ops.release_lock backend=dynamodb), as docs/locking.md creates it.
+LOCK_TABLE = "hotelbot_release_locks"
+
+
+def _lock_table(dynamodb: Any) -> str:
+    dynamodb.create_table(TableName=LOCK_TABLE, AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST")
+    return LOCK_TABLE
+
+
 def seed(st: dict[str, Any], postgres_password: str) -> dict[str, Any]:
-    """Create everything; returns the "ecs" and "elbv2" sections of state.json."""
+    """Create everything; returns the "ecs", "elbv2" and "dynamodb" sections of state.json."""
     ec2, elbv2, ecs = client(st, "ec2"), client(st, "elbv2"), client(st, "ecs")
+    lock_table = _lock_table(client(st, "dynamodb"))
     vpc, subnets, group = _network(ec2)
     lb_arn, tg_arn = _load_balancer(elbv2, vpc, subnets, group)
 
@@ -150,6 +161,7 @@ def seed(st: dict[str, Any], postgres_password: str) -> dict[str, Any]:
             "images": images,
         },
         "elbv2": {"target_group_arn": tg_arn, "load_balancer_arn": lb_arn},
+        "dynamodb": {"lock_table": lock_table},
     }
 
 

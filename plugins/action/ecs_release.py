@@ -25,3 +25,4 @@ class ActionModule(ControllerModule):
     spec = SPEC
     work = staticmethod(release)
     libraries_present = HAS_BOTOCORE
+    waits = True

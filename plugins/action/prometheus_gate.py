@@ -18,3 +18,4 @@ class ActionModule(ControllerModule):
     module_name = 'hotelbot.ops.prometheus_gate'
     spec = SPEC
     work = staticmethod(gate)
+    waits = True

@@ -17,7 +17,9 @@ __metaclass__ = type
 
 import os
 
-# postgres imports psycopg (guarded): here, once in the ansible-playbook process, for every worker.
+# Imported here, once in the ansible-playbook process, for every worker: psycopg (guarded) through postgres,
+# and botocore's DynamoDB model and endpoint data (preload below, as the ECS action plugins do).
+from ansible_collections.hotelbot.ops.plugins.module_utils.aws import HAS_BOTOCORE, preload
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import HAS_PSYCOPG
 from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import holder_identity, release_lock_task
 from ansible_collections.hotelbot.ops.plugins.modules.release_lock import SPEC
@@ -27,12 +29,21 @@ from ansible_collections.hotelbot.ops.plugins.plugin_utils.controller import (
     unavailable,
 )
 
+preload('dynamodb')
+
 
 class ActionModule(ControllerModule):
     module_name = 'hotelbot.ops.release_lock'
     spec = SPEC
     work = staticmethod(release_lock_task)
-    libraries_present = HAS_PSYCOPG
+
+    @property
+    def libraries_present(self):
+        """What the task's backend needs: botocore for dynamodb, psycopg for postgres (without it the module
+        runs, and says what is missing and that backend=dynamodb needs no database)."""
+        if self._task.args.get('backend') == 'dynamodb':
+            return HAS_BOTOCORE
+        return HAS_PSYCOPG
 
     def prepare(self, args):
         if '_holder' in args:

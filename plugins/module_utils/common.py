@@ -16,7 +16,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import math
+import os
 import time
 import traceback
 
@@ -217,11 +219,30 @@ def run(spec, work):
 
     module = AnsibleModule(supports_check_mode=True, **spec)
     task = Task(module.params, check_mode=module.check_mode, diff=module._diff,
-                hide=module.no_log_values.add, warn=module.warn)
+                hide=module.no_log_values.add, warn=module.warn, progress=progress_file(module))
     result = execute(spec, work, task, name=module._name)
     if result.pop('failed', False):
         module.fail_json(**result)
     module.exit_json(**result)
+
+
+def progress_file(module):
+    """progress() of a module run async by plugin_utils.controller: the latest line, secrets removed,
+    replaces the file the controller polls (HOTELBOT_PROGRESS_FILE, in async_status's format)."""
+    path = os.environ.get('HOTELBOT_PROGRESS_FILE')
+    if not path:
+        return None
+    from ansible.module_utils.common.parameters import remove_values
+
+    def write(message):
+        line = dict(started=True, finished=False, progress=remove_values(message, module.no_log_values))
+        try:
+            with open(path + '.tmp', 'w') as handle:
+                json.dump(line, handle)
+            os.replace(path + '.tmp', path)
+        except OSError:
+            pass  # a line not shown must not fail the work
+    return write
 
 
 def hide(module, *values):

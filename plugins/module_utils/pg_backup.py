@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import tempfile
 import uuid
 
@@ -310,13 +309,13 @@ def find_program(name, explicit=None, bin_dir=None, server_major=None, sibling_o
 
 def program_version(path, env):
     try:
-        completed = subprocess.run([path, '--version'], env=env, capture_output=True, text=True, timeout=30,
-                                   check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
+        returncode, out, errors = postgres.run_program([path, '--version'], env, '%s --version' % path, timeout=30)
+    except OSError as err:
         raise OpsError('cannot run %s --version: %s' % (path, err))
-    if completed.returncode != 0:
-        raise OpsError('%s --version failed (exit %d): %s' % (path, completed.returncode, tail(completed.stderr)))
-    return completed.stdout.strip(), parse_version(completed.stdout)
+    if returncode != 0:
+        raise OpsError('%s --version failed (exit %d): %s' % (path, returncode, tail(errors)))
+    out = out.decode('utf-8', 'replace')
+    return out.strip(), parse_version(out)
 
 
 def tail(text, secrets=(), lines=STDERR_LINES):
@@ -793,23 +792,12 @@ class Backup:
         """Run a client program; OpsError naming the step and its stderr tail when it fails.
         The program dies with the module (a killed module must not leave pg_dump holding its
         connection and snapshot, and writing a partial no later run would dare remove)."""
-        with tempfile.TemporaryFile() as errors:
-            try:
-                process = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
-                                           stdout=stdout if stdout is not None else subprocess.DEVNULL,
-                                           stderr=errors, preexec_fn=postgres.preexec_die_with_parent())
-            except OSError as err:
-                raise OpsError('%s could not be started (%s): %s' % (step, argv[0], err))
-            try:
-                returncode = process.wait()
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
-            errors.seek(0)
-            # Only the tail is kept: stderr can be long (--verbose) and is never read whole.
-            errors.seek(max(0, os.fstat(errors.fileno()).st_size - 16384))
-            stderr = errors.read()
+        try:
+            # Only stderr's tail is kept: it can be long (--verbose) and is never read whole.
+            returncode, unused_stdout, stderr = postgres.run_program(
+                argv, env, step, stdout=stdout if stdout is not None else postgres.DEVNULL)
+        except OSError as err:
+            raise OpsError('%s could not be started (%s): %s' % (step, argv[0], err))
         if returncode != 0:
             if partial:
                 remove(partial)

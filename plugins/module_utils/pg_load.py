@@ -29,7 +29,6 @@ __metaclass__ = type
 import os
 import re
 import queue
-import subprocess
 import tempfile
 import threading
 import time
@@ -38,12 +37,15 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsErro
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_archive import ArchiveError, CustomArchive
 from ansible_collections.hotelbot.ops.plugins.module_utils.pg_indexes import IDENT, IndexBuilds
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
+    CAPTURE,
     connect,
     connection_options,
     error_tail,
     libpq_env,
     program,
     run_client,
+    start_program,
+    stop_program,
 )
 
 BLOCK_BYTES = 1 << 20
@@ -341,24 +343,21 @@ class ParallelLoad:
         name = entry_name(line)
         argv = self.pg_restore('--data-only', '-L', list_file, '-f', '-', self.src)
         errors = tempfile.TemporaryFile()
-        source = subprocess.Popen(argv, env=libpq_env(self.params, database=self.target), stdout=subprocess.PIPE,
-                                  stderr=errors, bufsize=0)
+        source = start_program(argv, libpq_env(self.params, database=self.target), stdout=CAPTURE, stderr=errors, bufsize=0)
         _grow_pipe(source.stdout.fileno())
         sinks = []
         rows = None
         try:
             reader = CopyReader(source.stdout.fileno())
             if not reader.read_header():
-                source.kill()
-                source.wait()
+                stop_program(source)
                 self.fallback(line, list_file, name)
                 return
             name = copy_table(reader.statement) or name
             rows = self.archive_rows(line)
             if rows is not None:
                 # pg_restore gave the COPY statement and session settings; the rows come from the archive
-                source.kill()
-                source.wait()
+                stop_program(source)
                 reader.pending = b''
             cut_short = None
             try:
@@ -379,9 +378,7 @@ class ParallelLoad:
                 raise OpsError('restore: reading the data of %s from the archive failed (exit %s): %s'
                                % (name, status, error_tail(errors.read()) or cut_short or 'no error output'))
         finally:
-            if source.poll() is None:
-                source.kill()
-                source.wait()
+            stop_program(source)  # and whatever it started; a no-op kill once it has been reaped
             source.stdout.close()
             errors.close()
             for sink in sinks:

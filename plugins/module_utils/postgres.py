@@ -13,11 +13,15 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import ctypes
+import locale
 import os
 import re
 import signal
 import subprocess
+import tempfile
+import threading
 
 from ansible.module_utils.basic import env_fallback
 
@@ -266,6 +270,67 @@ def preexec_die_with_parent():
     return die_with_parent
 
 
+# Client programs (pg_dump, pg_restore, psql) start here and nowhere else in the collection.
+# ansible-test's pylint (ansible-core 2.21+) asks module_utils to use AnsibleModule.run_command.
+# It cannot run these: it pipes stdout and stderr and holds both in memory until the program
+# exits (a dump, or the COPY stream pg_load consumes while pg_restore writes it, is gigabytes),
+# has no timeout, takes no parent-death signal or process group, leaves the program running
+# when the caller is interrupted, and needs the AnsibleModule our module_utils never see.
+# What it would give is kept: argv lists only (never a shell), stdin closed, descriptors closed.
+CAPTURE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+STDERR_TAIL_BYTES = 16384
+
+
+def start_program(argv, env, stdout=DEVNULL, stderr=DEVNULL, bufsize=-1):
+    """Start a client program (argv list, stdin closed) in its own process group, so that
+    stop_program also ends the workers it forks (--jobs); with a parent-death signal where only
+    one thread runs (a preexec_fn is not safe beside threads). OSError if it cannot start."""
+    if isinstance(argv, (str, bytes)):
+        raise TypeError('start_program takes an argv list, not a command line')
+    preexec = preexec_die_with_parent() if threading.active_count() == 1 else None
+    # The collection's one process start (why not run_command: the comment above).
+    return subprocess.Popen(  # pylint: disable=ansible-bad-function
+        list(argv), env=env, stdin=DEVNULL, stdout=stdout, stderr=stderr, bufsize=bufsize,
+        close_fds=True, start_new_session=True, preexec_fn=preexec)
+
+
+def stop_program(process):
+    """Kill a client program and its process group, and reap it."""
+    if process.returncode is None:  # not reaped yet: its pid still names its group
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            process.kill()  # no group of its own: the program itself
+    process.wait()
+
+
+@contextlib.contextmanager
+def stopped_on_failure(process, step, timeout=None):
+    """Around a wait for process: on its timeout an OpsError naming the step, on any exception
+    (an error here, Ctrl-C, the module being stopped) the program's group is killed first."""
+    try:
+        yield
+    except subprocess.TimeoutExpired:
+        stop_program(process)
+        raise OpsError('%s did not finish within %s s; it was stopped' % (step, timeout), step=step)
+    except BaseException:
+        stop_program(process)
+        raise
+
+
+def run_program(argv, env, step, stdout=CAPTURE, timeout=None):
+    """Run a client program to its end: (exit status, stdout bytes when captured else None, the
+    last STDERR_TAIL_BYTES of stderr). stderr goes to a temporary file, never whole into memory;
+    stdout may be a file to stream into. OSError if it cannot start."""
+    with tempfile.TemporaryFile() as errors:
+        process = start_program(argv, env, stdout=stdout, stderr=errors)
+        with stopped_on_failure(process, step, timeout):
+            out = process.communicate(timeout=timeout)[0]
+        errors.seek(max(0, os.fstat(errors.fileno()).st_size - STDERR_TAIL_BYTES))
+        return process.returncode, out, errors.read()
+
+
 def program(bin_dir, name):
     return os.path.join(bin_dir, name) if bin_dir else name
 
@@ -284,13 +349,14 @@ def run_client(params, database, argv, step, session_options=None):
     """
     env = session_env(libpq_env(params, database=database), session_options)
     try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        returncode, out, errors = run_program(argv, env, step)
     except OSError as err:
         raise OpsError('%s: cannot run %s: %s' % (step, argv[0], err))
-    if done.returncode != 0:
-        tail = error_tail(done.stderr)
-        raise OpsError('%s failed (exit %s): %s' % (step, done.returncode, tail or 'no error output'))
-    return done.stdout
+    if returncode != 0:
+        tail = error_tail(errors)
+        raise OpsError('%s failed (exit %s): %s' % (step, returncode, tail or 'no error output'))
+    # As subprocess's text mode reads it: the locale's encoding, universal newlines.
+    return out.decode(locale.getpreferredencoding(False)).replace('\r\n', '\n').replace('\r', '\n')
 
 
 def hide_secrets(task):

@@ -16,6 +16,13 @@ A dead run's lease therefore lapses within one ttl, and nothing extends it beyon
 holder's liveness justifies. Releasing another owner's lease (break_owner, force) is
 recorded in an events table beside the lease table.
 
+The lease lives where the user asks (option backend): in PostgreSQL (this file's SQL, psycopg 3), or in
+a store of the platform's own that arbitrates by conditional writes (DynamoDB for ECS,
+release_lock_dynamodb.py; Kubernetes Leases and Fly Machine leases work the same way). Such a store
+only reads and writes; acquire_optimistic()/release_optimistic() below decide with the same rules and
+messages as the PostgreSQL path, and the heartbeat renews either. An application rollback on ECS
+therefore needs neither PostgreSQL nor psycopg.
+
 The pure helpers (messages, validation, liveness, the heartbeat loop) are importable without a
 server; acquire()/release()/renew_lease() talk to PostgreSQL through psycopg 3. release_lock_task
 is the module's work (its SPEC is in modules/release_lock.py); it runs in the module process or,
@@ -37,22 +44,30 @@ import socket
 import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import poll
+from ansible_collections.hotelbot.ops.plugins.module_utils.aws import endpoint_secrets
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, first_line
 from ansible_collections.hotelbot.ops.plugins.module_utils.duration import format_duration, parse_duration
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     DATABASE_ERRORS,
+    HAS_PSYCOPG,
     connect,
     connection_options,
     database_label,
+    hide_secrets,
     identifier,
     postgres_work,
     psycopg,
     sql,
 )
+from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock_dynamodb import EVENT_PREFIX, DynamoDBLeases
 
 DEFAULT_SCHEMA = 'public'
 DEFAULT_TABLE = 'hotelbot_release_locks'
 DEFAULT_TTL = '90s'
+BACKENDS = ('postgres', 'dynamodb')
+# What a run with PostgreSQL down or psycopg missing can do instead (ECS: its own primitive).
+SWITCH_HINT = ('to take the lock without PostgreSQL, use backend=dynamodb (in the playbooks: '
+               '-e hotelbot_lock_backend=dynamodb; docs/locking.md)')
 # The heartbeat renews this many times per ttl, so two failed renewals in a row still leave one.
 RENEWALS_PER_TTL = 3
 # One renewal must not hang the renewer behind a stuck session.
@@ -122,7 +137,13 @@ def validate(params):
     for option in ('schema', 'table'):
         if not str(params.get(option) or '').strip():
             raise OpsError('%s must not be empty' % option)
-    return dict(name=name, state=state, owner=owner or None, purpose=params.get('purpose') or '', ttl=ttl,
+    backend = params.get('backend') or 'postgres'
+    if backend not in BACKENDS:
+        raise OpsError('backend must be one of %s, not %r' % (', '.join(BACKENDS), backend))
+    if backend == 'dynamodb' and name.startswith(EVENT_PREFIX[0]):
+        raise OpsError('name must not start with %r with backend=dynamodb (the table keeps its events under %r)'
+                       % (EVENT_PREFIX[0], EVENT_PREFIX))
+    return dict(backend=backend, name=name, state=state, owner=owner or None, purpose=params.get('purpose') or '', ttl=ttl,
                 wait=wait, renew=params.get('renew', True), fail_when_held=params.get('fail_when_held', True),
                 force=force, break_owner=break_owner or None, schema=params.get('schema') or DEFAULT_SCHEMA,
                 table=params.get('table') or DEFAULT_TABLE, holder=holder_param(params.get('_holder')))
@@ -428,7 +449,7 @@ def acquire_result(settings, outcome, before, after, created, waited, check_mode
     name = settings['name']
     if outcome == 'race':
         raise OpsError('release lock %r changed hands %d times while taking it; try again' % (name, RACE_RETRIES))
-    result = dict(changed=False, name=name, table='%s.%s' % (settings['schema'], settings['table']),
+    result = dict(changed=False, name=name, table=table_label(settings),
                   table_created=created, acquired=False, renewed=False, took_over=None, waited_s=waited)
     prefix = 'would ' if check_mode else ''
     if outcome == 'held':
@@ -475,6 +496,13 @@ def acquire_result(settings, outcome, before, after, created, waited, check_mode
     return result
 
 
+def table_label(settings):
+    """Where the leases are, for results and messages: schema.table, or the DynamoDB table's name."""
+    if settings.get('backend') == 'dynamodb':
+        return settings['table']
+    return '%s.%s' % (settings['schema'], settings['table'])
+
+
 def _past(message):
     for verb, done in (('renew ', 'renewed '), ('take over ', 'took over '), ('acquire ', 'acquired ')):
         if message.startswith(verb):
@@ -496,6 +524,12 @@ def release(conn, settings, check_mode=False):
                   released=False, broken=None, holder=None, lock=None)
     nothing = ' (nothing to break)' if breaking else ''
     if not table_exists(conn, settings['schema'], settings['table']):
+        if breaking and settings['state'] == 'released':
+            # No lease was ever taken here: this is not where the runs keep theirs.
+            raise OpsError('release lock %r: no lease table %s in database %s, so no lease of %s to break here; '
+                           'point database (hotelbot_lock_database) or backend (hotelbot_lock_backend) at where the '
+                           'playbooks take their locks' % (name, result['table'], conn.info.dbname, breaking),
+                           **dict((k, v) for k, v in result.items() if k != 'changed'))
         result['msg'] = 'release lock %r is not held (no lease table %s yet)%s' % (name, result['table'], nothing)
         result['diff'] = dict(before={}, after={})
         return result
@@ -511,12 +545,7 @@ def release(conn, settings, check_mode=False):
             result['diff'] = dict(before={}, after={})
             return result
         fields = dict((k, v) for k, v in result.items() if k != 'changed')
-        if breaking and before['owner'] != breaking:
-            raise OpsError('release lock %r is held by %s, not by %s: not broken, nothing changed'
-                           % (name, holder_text(before), breaking), **fields)
-        if not breaking and before['owner'] != settings['owner'] and not settings['force']:
-            raise OpsError('release lock %r is held by %s, not by %s: not released; %s'
-                           % (name, holder_text(before), settings['owner'], break_advice(before)), **fields)
+        refuse_release(name, before, settings, breaking, fields)
         other = before['owner'] != settings['owner']
         if other:
             result['broken'] = dict(holder_summary(before), event='broken' if breaking else 'forced',
@@ -605,7 +634,9 @@ def holder_alive(holder, proc='/proc', kill=os.kill):
 
 
 def renew_lease(params, settings):
-    """One renewal on its own short connection: True while the lease is still ours and unexpired."""
+    """One renewal on its own short connection (or client): True while the lease is still ours and unexpired."""
+    if settings.get('backend') == 'dynamodb':
+        return DynamoDBLeases(params, settings['table']).renew(settings['name'], settings['owner'], float(settings['ttl']))
     conn = connect(params, options=connection_options(params, RENEW_SESSION))
     try:
         row = conn.execute(_sql(RENEW_LEASE, identifier(settings['schema'], settings['table'])),
@@ -615,7 +646,7 @@ def renew_lease(params, settings):
         conn.close()
 
 
-RENEW_ERRORS = (OpsError, OSError) + DATABASE_ERRORS
+RENEW_ERRORS = (OpsError, OSError, ValueError) + DATABASE_ERRORS
 
 
 def heartbeat(renew, alive, every, sleep=time.sleep):
@@ -726,18 +757,195 @@ def keep_alive(params, settings, result, check_mode, start=start_heartbeat, aliv
     return dict(pid=pid, every_s=round(every, 3), holder_pid=holder['pid']), None
 
 
+# --------------------------------------------------------------------------- optimistic stores
+# A store that arbitrates by conditional writes (DynamoDB today; a Kubernetes Lease's resourceVersion and
+# a Fly Machine lease's nonce are the same idea): read the lease, decide as the PostgreSQL path does, then
+# write naming exactly the lease read. A write that finds something else changed nothing: read again.
+
+def refuse_release(name, before, settings, breaking, fields):
+    """The refusals of a release, the same in every store: breaking a lease that the named dead run
+    does not hold, or giving back a lease that another run holds (without force)."""
+    if breaking and before['owner'] != breaking:
+        raise OpsError('release lock %r is held by %s, not by %s: not broken, nothing changed'
+                       % (name, holder_text(before), breaking), **fields)
+    if not breaking and before['owner'] != settings['owner'] and not settings['force']:
+        raise OpsError('release lock %r is held by %s, not by %s: not released; %s'
+                       % (name, holder_text(before), settings['owner'], break_advice(before)), **fields)
+
+
+def lease_view(lease, now):
+    """A store's lease (epoch seconds) as the results show a lease: UTC texts, expired, remaining_s."""
+    if lease is None:
+        return None
+    view = dict((key, lease.get(key)) for key in ('name', 'owner', 'purpose', 'host', 'os_user'))
+    for key in ('acquired_at', 'renewed_at', 'expires_at'):
+        value = lease.get(key)
+        view[key] = None if value is None else utc_text(
+            datetime.datetime.fromtimestamp(value, datetime.timezone.utc))
+    view['remaining_s'] = round(lease['expires_at'] - now, 3)
+    view['expired'] = lease['expires_at'] <= now
+    return view
+
+
+def _try_acquire_optimistic(store, settings, check_mode):
+    """One read and (unless check_mode) one conditional write: (outcome, before, after) as _try_acquire."""
+    before = store.read(settings['name'])
+    now = store.clock()
+    seen = lease_view(before, now)
+    if seen is not None and not seen['expired'] and before['owner'] != settings['owner']:
+        return 'held', seen, None
+    if seen is not None and not seen['expired'] and not settings['renew']:
+        return 'kept', seen, seen
+    ours = seen is not None and not seen['expired'] and before['owner'] == settings['owner']
+    if seen is not None and before['owner'] != settings['owner']:
+        outcome = 'took_over'
+    else:
+        outcome = 'renewed' if ours else 'acquired'
+    if check_mode:
+        return outcome, seen, None
+    lease = dict(name=settings['name'], owner=settings['owner'], purpose=settings['purpose'],
+                 acquired_at=before['acquired_at'] if ours else now, renewed_at=now, expires_at=now + settings['ttl'])
+    lease.update(client_info())
+    if not store.write(lease, before):
+        return 'race', None, None
+    return outcome, seen, lease_view(lease, now)
+
+
+def acquire_optimistic(store, settings, check_mode=False, sleep=time.sleep, clock=time.monotonic, progress=None):
+    """acquire() for a store with conditional writes: the same waiting, results and messages."""
+    started = clock()
+    attempts = []
+
+    def attempt(_deadline):
+        for _retry in range(RACE_RETRIES + 1):
+            answer = _try_acquire_optimistic(store, settings, check_mode)
+            if answer[0] != 'race':
+                break
+        attempts.append(answer)
+        return None if answer[0] == 'held' and not check_mode else answer
+
+    def waiting(waited_s):
+        if progress:
+            progress('waiting for release lock %r held by %s (%s so far)'
+                     % (settings['name'], attempts[-1][1]['owner'], format_duration(waited_s)))
+
+    try:
+        outcome, before, after = poll.poll(attempt, settings['wait'], poll.LOCK, progress=waiting, sleep=sleep,
+                                           clock=clock)
+    except poll.PollTimeout:
+        outcome, before, after = attempts[-1]
+    result = acquire_result(settings, outcome, before, after, False, round(clock() - started, 3), check_mode)
+    first_held = next((held for what, held, _after in attempts if what == 'held'), None)
+    result['waited_for'] = holder_summary(first_held) if result['acquired'] else None
+    return result
+
+
+def release_optimistic(store, settings, check_mode=False):
+    """release() for a store with conditional writes: our lease, or another owner's named by break_owner (or
+    any with force) deleted together with its audit record; OpsError naming the actual holder."""
+    name = settings['name']
+    breaking = settings['break_owner']
+    nothing = ' (nothing to break)' if breaking else ''
+    for _retry in range(RACE_RETRIES + 1):
+        stored = store.read(name)
+        before = lease_view(stored, store.clock())
+        result = dict(changed=False, name=name, table=table_label(settings), released=False, broken=None,
+                      holder=holder_summary(before), lock=public(before))
+        if before is None:
+            result.update(msg='release lock %r is not held in %s%s' % (name, table_label(settings), nothing),
+                          diff=dict(before={}, after={}))
+            return result
+        fields = dict((k, v) for k, v in result.items() if k != 'changed')
+        refuse_release(name, before, settings, breaking, fields)
+        if before['owner'] != settings['owner']:
+            result['broken'] = dict(holder_summary(before), event='broken' if breaking else 'forced',
+                                    broken_by=breaker(settings), events_table=table_label(settings))
+        if check_mode:
+            break
+        if result['broken']:
+            audit = store.break_lease(stored, dict(result['broken'], **client_info()))
+            if audit is None:
+                continue  # it changed hands after our read: decide again on what is there now
+            result['broken'].update(event_id=audit['event_id'], at=utc_text(
+                datetime.datetime.fromtimestamp(audit['at'], datetime.timezone.utc)))
+        elif not store.delete(stored):
+            continue
+        break
+    else:
+        raise OpsError('release lock %r changed hands %d times while releasing it; try again' % (name, RACE_RETRIES))
+    result.update(changed=True, released=True, diff=dict(before=holder_summary(before), after={}))
+    result['msg'] = release_message(name, before, result['broken'], check_mode)
+    return result
+
+
+def run_optimistic(store, params, check_mode=False, sleep=time.sleep, start=None, progress=None):
+    """Validate, then acquire (break first with break_owner, start the heartbeat) or release, in store."""
+    settings = validate(params)
+    if settings['state'] == 'released':
+        return release_optimistic(store, settings, check_mode)
+    broken = release_optimistic(store, settings, check_mode) if settings['break_owner'] else None
+    result = acquire_optimistic(store, settings, check_mode, sleep=sleep, progress=progress)
+    if broken:
+        result['broken'] = broken['broken']
+        result['msg'] = '%s; %s' % (broken['msg'], result['msg'])
+    return with_heartbeat(params, settings, result, check_mode, start or start_heartbeat)
+
+
+def with_heartbeat(params, settings, result, check_mode, start):
+    """After an acquire: start the renewer and say so (or why not) in the message."""
+    result['heartbeat'], warning = keep_alive(params, settings, result, check_mode, start=start)
+    if result['heartbeat']:
+        result['msg'] += '; renewed every %s while holder pid %d runs' % (
+            format_duration(result['heartbeat']['every_s']), result['heartbeat']['holder_pid'])
+    if warning:  # said in the message (a `warnings` result key is deprecated in ansible-core 2.19)
+        result['msg'] += '; ' + warning
+    return result
+
+
 # --------------------------------------------------------------------------- entry point
 
-@postgres_work
 def release_lock_task(task):
-    """The module's work (its SPEC is in modules/release_lock.py)."""
+    """The module's work (its SPEC is in modules/release_lock.py): the lease where backend says, which the
+    result names (a play releases where it acquired)."""
+    backend = task.params.get('backend') or 'postgres'
+    try:
+        if backend == 'dynamodb':
+            store = DynamoDBLeases(task.params, task.params.get('table') or DEFAULT_TABLE)
+            result = run_optimistic(store, task.params, check_mode=task.check_mode, progress=task.progress)
+        elif not HAS_PSYCOPG:
+            from ansible.module_utils.basic import missing_required_lib
+            raise OpsError('%s; %s' % (missing_required_lib('psycopg (version 3)'), SWITCH_HINT))
+        else:
+            result = _postgres_task(task)
+    except OpsError as err:
+        err.result['backend'] = backend
+        raise
+    result['backend'] = backend
+    return result
+
+
+@postgres_work
+def _postgres_task(task):
     return run_release_lock(task.params, check_mode=task.check_mode, progress=task.progress)
+
+
+def _hide_secrets(task):
+    """Secrets inside options, whatever the backend: a password in database, a proxy's in endpoint_url."""
+    hide_secrets(task)
+    task.hide(*endpoint_secrets(task.params.get('endpoint_url')))
+
+
+release_lock_task.hide_secrets = _hide_secrets
 
 
 def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_heartbeat, progress=None):
     """Validate, connect, acquire (and start the heartbeat) or release."""
     settings = validate(params)
-    conn = connect(params)
+    try:
+        conn = connect(params)
+    except OpsError as err:
+        err.msg += '; ' + SWITCH_HINT
+        raise
     try:
         if check_mode:
             conn.execute('SET default_transaction_read_only = on')
@@ -758,10 +966,4 @@ def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_hea
     finally:
         conn.close()
     # The renewer starts once our own connection is closed (a forked process must not share it).
-    result['heartbeat'], warning = keep_alive(params, settings, result, check_mode, start=start)
-    if result['heartbeat']:
-        result['msg'] += '; renewed every %s while holder pid %d runs' % (
-            format_duration(result['heartbeat']['every_s']), result['heartbeat']['holder_pid'])
-    if warning:  # said in the message (a `warnings` result key is deprecated in ansible-core 2.19)
-        result['msg'] += '; ' + warning
-    return result
+    return with_heartbeat(params, settings, result, check_mode, start)

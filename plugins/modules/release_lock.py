@@ -9,12 +9,21 @@ __metaclass__ = type
 
 DOCUMENTATION = r'''
 module: release_lock
-short_description: One release operation per service at a time - a lease row in PostgreSQL
+short_description: One release operation per service at a time - a lease in DynamoDB or PostgreSQL
 version_added: 0.1.0
 description:
   - Takes or releases a named lease (for example V(ecs/hotel-voice-bot/hotel-voice-bot-service)) kept as one
-    row in a PostgreSQL table, so that a second hot-patch or rollback of the same service is refused while the
-    first runs.
+    row in a PostgreSQL table or one item in a DynamoDB table (O(backend)), so that a second hot-patch or
+    rollback of the same service is refused while the first runs.
+  - B(Backends.) V(postgres) (the default here; the sections below describe its SQL) needs psycopg 3 and the
+    database. V(dynamodb) is the ECS platform's own primitive, so an application rollback needs neither. The
+    item is taken with C(PutItem) whose C(ConditionExpression) names exactly the lease read before (no item,
+    or its owner and expiry), released with a conditional C(DeleteItem), renewed with a conditional
+    C(UpdateItem), and broken with C(TransactWriteItems) (the delete and its audit item C(#event/<id>) in the
+    same table, together or not at all). Both behave the same - refusals naming the holder, O(wait),
+    O(break_owner), the heartbeat, check mode - except that DynamoDB judges expiry by the clock of the machine
+    running the module (keep it on NTP) and never creates its table (see the notes).
+    Kubernetes C(coordination.k8s.io) Leases and Fly Machine leases are the next backends, for those platforms.
   - A lease has an O(owner), a O(purpose), when it was acquired and when it expires (O(ttl)). Another owner's
     lease is refused with a message naming its owner, purpose, since when it is held and when it expires; an
     expired lease is taken over (reported in RV(took_over)).
@@ -44,6 +53,7 @@ author:
   - hotelbot.ops maintainers (@hotelbot)
 extends_documentation_fragment:
   - hotelbot.ops.postgres
+  - hotelbot.ops.aws
 attributes:
   check_mode:
     support: full
@@ -67,6 +77,27 @@ options:
     type: str
     choices: [acquired, released]
     default: acquired
+  backend:
+    description:
+      - Where the lease lives. V(postgres) - a table in O(database) (the PostgreSQL options). V(dynamodb) - the
+        DynamoDB table O(table) (the AWS options, the same as the ECS modules'; the module is in the action group
+        C(hotelbot.ops.aws) too).
+      - The playbooks take it from C(hotelbot_lock_backend), by default V(dynamodb) on ECS.
+    type: str
+    choices: [postgres, dynamodb]
+    default: postgres
+  database:
+    description:
+      - The PostgreSQL database of the lease table, or a connection string (see the PostgreSQL options).
+      - Required, as for every PostgreSQL module of the collection; not used with O(backend=dynamodb) (any
+        value, the playbooks pass C(hotelbot_lock_database) or V(none)).
+    type: str
+    required: true
+    aliases: [db, login_db]
+  connect_timeout:
+    description: Seconds to wait for a connection to PostgreSQL or to the DynamoDB endpoint.
+    type: int
+    default: 10
   owner:
     description:
       - Who holds the lease. Required, except for O(state=released) with O(force=true).
@@ -135,14 +166,24 @@ options:
     type: dict
   schema:
     description: Schema of the lease table, taken literally (not SQL-parsed, no quoting needed). Must exist.
+      Not used with O(backend=dynamodb).
     type: str
     default: public
   table:
-    description: Name of the lease table, taken literally (not SQL-parsed, no quoting needed).
+    description:
+      - Name of the lease table, taken literally (not SQL-parsed, no quoting needed); with O(backend=dynamodb),
+        the DynamoDB table (string hash key C(name)), which must exist.
+      - The playbooks take it from C(hotelbot_lock_table).
     type: str
     default: hotelbot_release_locks
 notes:
-  - The role connecting needs C(SELECT), C(INSERT), C(UPDATE) and C(DELETE) on the table, and C(CREATE) on the
+  - With O(backend=dynamodb) create the table once -
+    C(aws dynamodb create-table --table-name hotelbot_release_locks --attribute-definitions AttributeName=name,AttributeType=S
+    --key-schema AttributeName=name,KeyType=HASH --billing-mode PAY_PER_REQUEST) - and give the role running the
+    playbooks C(dynamodb:GetItem), C(dynamodb:PutItem), C(dynamodb:UpdateItem) and C(dynamodb:DeleteItem) on it
+    (C(TransactWriteItems) is authorised by the C(PutItem) and C(DeleteItem) it holds). A missing table or
+    permission fails with a message naming what to do.
+  - With O(backend=postgres) the role connecting needs C(SELECT), C(INSERT), C(UPDATE) and C(DELETE) on the table, and C(CREATE) on the
     schema the first time (or create the table ahead as its owner; the statement is in the collection's
     C(docs/release_lock.md)).
   - Release in an C(always) section of a C(block) so that a failed run gives the lease back; a run that dies
@@ -202,9 +243,21 @@ EXAMPLES = r'''
   ansible.builtin.meta: end_host
   when: not lock.acquired
 
+- name: The lock in DynamoDB (ECS), no database involved; AWS options as for the ECS modules
+  hotelbot.ops.release_lock:
+    backend: dynamodb
+    table: hotelbot_release_locks
+    region: eu-central-1
+    name: ecs/hotel-voice-bot/hotel-voice-bot-service
+    owner: "{{ release_owner }}"
+    purpose: rollback
+
+# Break a dead run's lease where the playbooks keep it: the same backend, table and database
+# (hotelbot_lock_backend, hotelbot_lock_table, hotelbot_lock_database); docs/locking.md has the command.
 - name: Break the lease of a run known to be dead (recorded in the events table)
   hotelbot.ops.release_lock:
-    database: hotel_voice_bot
+    backend: dynamodb
+    region: eu-central-1
     name: ecs/hotel-voice-bot/hotel-voice-bot-service
     owner: "{{ release_owner }}"
     state: released
@@ -222,8 +275,13 @@ name:
   description: The lock name.
   returned: after validation
   type: str
+backend:
+  description: Where the lease is, O(backend) (so that a play can release it where it acquired it).
+  returned: after validation
+  type: str
+  sample: dynamodb
 table:
-  description: The lease table, as C(schema.table).
+  description: The lease table, as C(schema.table) (O(backend=postgres)) or the DynamoDB table's name.
   returned: after validation
   type: str
   sample: public.hotelbot_release_locks
@@ -300,17 +358,29 @@ elapsed_s:
   type: float
 '''
 
+from ansible_collections.hotelbot.ops.plugins.module_utils.aws import aws_argument_spec
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec
 from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import (
+    BACKENDS,
     DEFAULT_SCHEMA,
     DEFAULT_TABLE,
     DEFAULT_TTL,
     release_lock_task,
 )
 
+
+def _argument_spec():
+    """The PostgreSQL options and the AWS ones (the module is in both action groups); connect_timeout
+    is PostgreSQL's (an int) and serves the DynamoDB client too."""
+    spec = dict((key, value) for key, value in aws_argument_spec().items() if key != 'connect_timeout')
+    spec.update(postgres_argument_spec())
+    return spec
+
+
 SPEC = dict(argument_spec=dict(
-    postgres_argument_spec(),
+    _argument_spec(),
+    backend=dict(type='str', default='postgres', choices=list(BACKENDS)),
     name=dict(type='str', required=True),
     state=dict(type='str', default='acquired', choices=['acquired', 'released']),
     owner=dict(type='str'),

@@ -24,6 +24,11 @@ again per task and host.
 
 Anything else runs the module as usual: a remote connection, an async task, a controller that
 lacks what the work needs (boto3, psycopg), or hotelbot_controller_modules=false in the inventory.
+A module that can wait for minutes (waits = True: an ECS rollout, a Prometheus watch) then runs
+under async_wrapper and this worker polls it, showing the module's latest progress line at least
+every PROGRESS_EVERY seconds. Async polling rather than waiting in slices: one module run does the
+whole wait with its own deadline, so the result (the deployment started, how long it waited) is
+the same as on the controller path, and a slice could not resume a wait halfway through.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -31,6 +36,8 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import secrets
+import time
 
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -44,6 +51,14 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.common import Task, e
 display = Display()
 
 LOCAL_TRANSPORTS = ('local', 'ansible.builtin.local')
+# A line this often while an async module waits (below 15 s with a poll's own seconds added; the
+# controller path: poll.poll's progress_every).
+PROGRESS_EVERY = 6.0
+# Pauses between two looks at an async module: a quick module is not kept waiting for a poll.
+POLL_PAUSES = (0.5, 1.0, 2.0, 3.0)
+# The remote module's progress file (module_utils.common.run writes it when this is set).
+PROGRESS_ENV = 'HOTELBOT_PROGRESS_FILE'
+ASYNC_KEYS = ('ansible_job_id', 'started', 'finished', 'results_file')
 VALIDATOR_KEYS = ('argument_spec', 'mutually_exclusive', 'required_together', 'required_one_of',
                   'required_if', 'required_by')
 
@@ -61,6 +76,10 @@ class ControllerModule(ActionBase):
     spec = None
     work = None
     libraries_present = True
+    # True: the work can wait for minutes; on the module path it runs async and is polled.
+    waits = False
+    # async_wrapper ends the module after this many seconds (the module keeps its own deadline).
+    async_limit = 24 * 3600
 
     def prepare(self, args):
         """Arguments to add before validation; args is a copy of the task's."""
@@ -79,8 +98,11 @@ class ControllerModule(ActionBase):
         task_vars = task_vars or {}
         args = self.prepare(dict(self._task.args))
         if not self.in_process(task_vars):
-            result.update(self._execute_module(module_name=self.module_name, module_args=args,
-                                               task_vars=task_vars))
+            if self.waits and not self._task.async_val:
+                result.update(self.run_polled(args, task_vars))
+            else:
+                result.update(self._execute_module(module_name=self.module_name, module_args=args,
+                                                   task_vars=task_vars))
             return result
         # The worker process runs this one task for this one host, so the task's `environment:`
         # (AWS_PROFILE, PGSSLMODE, https_proxy, ...) can be applied to it as a module would see it.
@@ -89,6 +111,49 @@ class ControllerModule(ActionBase):
         os.environ.update(environment)
         result.update(self.run_here(args, task_vars))
         return result
+
+    def run_polled(self, args, task_vars):
+        """The module under async_wrapper, polled with async_status; its progress lines (written to
+        a file in the async directory) are shown here, else a line saying it still runs."""
+        started = time.monotonic()
+        async_dir = self._remote_expand_user(self.get_shell_option('async_dir', default='~/.ansible_async'))
+        progress_id = 'hotelbot-progress-%d' % secrets.randbelow(10 ** 12)
+        self._task.environment = list(self._task.environment or []) + [
+            {PROGRESS_ENV: self._connection._shell.join_path(async_dir, progress_id)}]
+        self._task.async_val = self.async_limit
+        try:
+            launched = self._execute_module(module_name=self.module_name, module_args=args, task_vars=task_vars,
+                                            wrap_async=True)
+        finally:
+            # The task executor would poll an async task again after this plugin returns.
+            self._task.async_val = 0
+        if launched.get('failed') or not launched.get('ansible_job_id'):
+            return launched
+        jid, host, last = launched['ansible_job_id'], task_vars.get('inventory_hostname', ''), None
+        said = time.monotonic()
+        display.display('  %s: %s runs as async job %s, %.0fs' % (host, self.module_name, jid, said - started))
+        pauses = iter(POLL_PAUSES)
+        while True:
+            time.sleep(next(pauses, POLL_PAUSES[-1]))
+            status = self._async_status(jid, async_dir, task_vars)
+            if status.get('finished') or status.get('failed'):
+                break
+            if time.monotonic() - said >= PROGRESS_EVERY:
+                said = time.monotonic()
+                line = self._async_status(progress_id, async_dir, task_vars).get('progress')
+                if not line or line == last:
+                    line = '%s still running, %.0fs%s' % (self.module_name, said - started,
+                                                          (' (last: %s)' % last) if last else '')
+                else:
+                    last = line
+                display.display('  %s: %s' % (host, line))
+        for job in (jid, progress_id):
+            self._async_status(job, async_dir, task_vars, mode='cleanup')
+        return dict((key, value) for key, value in status.items() if key not in ASYNC_KEYS)
+
+    def _async_status(self, jid, async_dir, task_vars, mode='status'):
+        return self._execute_module(module_name='ansible.legacy.async_status', task_vars=task_vars,
+                                    module_args=dict(jid=jid, mode=mode, _async_dir=async_dir))
 
     def run_here(self, args, task_vars):
         spec = self.spec

@@ -104,7 +104,8 @@ def test_check_mode_changes_nothing(fresh):
     (['-e', 'hotelbot_ecs_service=no-such-service'], "service 'no-such-service' not found"),
     (['-e', 'hotelbot_ecs_cluster=no-such-cluster'], "cluster 'no-such-cluster' not found"),
     (['-e', 'hotelbot_environment=production'], 'production environment'),
-    (['-e', 'rollback_scope=everything'], 'preflight_scope'),
+    # Issue 13: the variable the user typed, not the role's internal preflight_scope.
+    (['-e', 'rollback_scope=everything'], "rollback_scope must be one of app, db, app+db, got 'everything'"),
 ])
 def test_bad_input_fails_clearly_and_changes_nothing(fresh, extra, message):
     fresh.deploy(4)

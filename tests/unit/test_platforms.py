@@ -135,6 +135,7 @@ BROKEN_PREFLIGHT = """---
       environment: test
       scope: app
       service: bot
+      lock_backend: postgres
       current: {id: 2, label: bot:2, images: [bot:2]}
       target: {id: 1, label: bot:1, version: '1', images: [bot:1]}
       reason: test

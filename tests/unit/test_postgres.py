@@ -1,5 +1,11 @@
 """The shared PostgreSQL connection layer: settings for psycopg and for the client programs."""
+import ast
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -172,3 +178,134 @@ def test_secrets_in_options_are_hidden_even_when_the_spec_refuses_the_task():
     failed = execute(SPEC, release_lock_task, Task(params, hide=hidden.add))
     assert failed['msg'] == 'table must not be empty'
     assert {'postgresql://bot:pw@db/hotel', 'pw', 'k'} <= hidden
+
+
+# ---------------------------------------------------------------- client programs: the one place they start
+
+def _gone(pid, within=5.0):
+    """True once pid has exited (no such process, or a zombie nobody reaped yet)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open('/proc/%d/stat' % pid) as stat:
+                if stat.read().rsplit(')', 1)[1].split()[0] in ('Z', 'X'):
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _forking_program(tmp_path):
+    """A program that starts a worker (as pg_dump --jobs does), writes the worker's pid, and waits."""
+    pid_file = tmp_path / 'worker.pid'
+    return ['sh', '-c', 'sleep 60 & echo $! > %s; wait' % pid_file], pid_file
+
+
+def _read_pid(pid_file):
+    deadline = time.monotonic() + 10
+    while not (pid_file.exists() and pid_file.read_text().strip()):
+        assert time.monotonic() < deadline, 'the program never wrote its worker pid'
+        time.sleep(0.02)
+    return int(pid_file.read_text())
+
+
+def test_stop_program_ends_the_workers_a_program_forked(tmp_path):
+    argv, pid_file = _forking_program(tmp_path)
+    process = postgres.start_program(argv, env=None)
+    worker = _read_pid(pid_file)
+    postgres.stop_program(process)
+    assert process.returncode == -signal.SIGKILL
+    assert _gone(worker), 'the worker outlived stop_program'
+
+
+def test_a_program_past_its_timeout_is_stopped_with_its_workers(tmp_path):
+    argv, pid_file = _forking_program(tmp_path)
+    started = time.monotonic()
+    with pytest.raises(OpsError) as raised:
+        postgres.run_program(argv, None, 'pg_dump', timeout=1)
+    assert raised.value.msg == 'pg_dump did not finish within 1 s; it was stopped'
+    assert time.monotonic() - started < 10
+    assert _gone(_read_pid(pid_file)), 'the worker outlived the timeout'
+
+
+def test_an_interrupted_wait_stops_the_program(tmp_path, monkeypatch):
+    argv, pid_file = _forking_program(tmp_path)
+    started = []
+    real_start = postgres.start_program
+
+    def interrupted(timeout=None):
+        raise KeyboardInterrupt()
+
+    def start(*args, **kwargs):
+        started.append(real_start(*args, **kwargs))
+        _read_pid(pid_file)
+        monkeypatch.setattr(started[0], 'communicate', interrupted)
+        return started[0]
+    monkeypatch.setattr(postgres, 'start_program', start)
+    with pytest.raises(KeyboardInterrupt):
+        postgres.run_program(argv, None, 'pg_restore')
+    assert started[0].returncode == -signal.SIGKILL
+    assert _gone(_read_pid(pid_file))
+
+
+def test_run_program_streams_stdout_to_a_file_and_keeps_only_the_stderr_tail(tmp_path):
+    out = tmp_path / 'out'
+    script = 'import sys; sys.stdout.write("x" * 300000); sys.stderr.write("e" * 100000 + "\\nlast line\\n"); sys.exit(3)'
+    with open(out, 'wb') as sink:
+        returncode, captured, errors = postgres.run_program([sys.executable, '-c', script], None, 'pg_dump', stdout=sink)
+    assert returncode == 3 and captured is None
+    assert out.stat().st_size == 300000
+    assert len(errors) == postgres.STDERR_TAIL_BYTES and errors.endswith(b'e\nlast line\n')
+
+
+def test_client_programs_get_no_shell_no_stdin_and_their_own_process_group():
+    with pytest.raises(TypeError):
+        postgres.start_program('pg_dump --help; rm -rf /', env=None)
+    script = 'import os, sys; print(os.getpgid(0) == os.getpid(), sys.stdin.read() == "")'
+    returncode, out, errors = postgres.run_program([sys.executable, '-c', script], None, 'probe')
+    assert errors == b''
+    assert returncode == 0 and out.split() == [b'True', b'True']
+
+
+def test_run_client_returns_text_and_names_the_step_when_the_program_fails():
+    assert postgres.run_client({}, 'db', ['sh', '-c', 'printf "a\\r\\nb\\n"'], 'list') == 'a\nb\n'
+    with pytest.raises(OpsError) as raised:
+        postgres.run_client({}, 'db', ['sh', '-c', 'echo one >&2; echo two >&2; exit 4'], 'verify: read the TOC')
+    assert raised.value.msg == 'verify: read the TOC failed (exit 4): one | two'
+    with pytest.raises(OpsError) as raised:
+        postgres.run_client({}, 'db', ['/nonexistent/pg_restore'], 'restore')
+    assert raised.value.msg.startswith('restore: cannot run /nonexistent/pg_restore: ')
+
+
+def test_the_shared_start_makes_programs_die_with_the_module(tmp_path):
+    """A module killed outright (SIGKILL: no handler runs) takes its client programs with it."""
+    pid_file = tmp_path / 'pid'
+    module = subprocess.Popen([sys.executable, '-c', (
+        'import sys, time\n'
+        'sys.path[:0] = %r\n'
+        'from ansible_collections.hotelbot.ops.plugins.module_utils import postgres\n'
+        'child = postgres.start_program(["sleep", "60"], None)\n'
+        'open(%r, "w").write(str(child.pid))\n'
+        'time.sleep(60)\n') % (sys.path, str(pid_file))])
+    child = _read_pid(pid_file)
+    module.kill()
+    module.wait()
+    assert _gone(child), 'the client program outlived the module'
+
+
+def test_module_utils_start_programs_only_through_postgres_start_program():
+    """ansible-test (2.21+) flags subprocess in module_utils; the one start, with its reason, is postgres.py's."""
+    utils = os.path.join(os.path.dirname(postgres.__file__))
+    starters = {}
+    for name in sorted(os.listdir(utils)):
+        if name.endswith('.py'):
+            with open(os.path.join(utils, name)) as source:
+                tree = ast.parse(source.read())
+            calls = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                     and isinstance(node.value, ast.Name) and node.value.id in ('subprocess', 'os')
+                     and node.attr in ('Popen', 'run', 'call', 'check_call', 'check_output', 'system', 'popen',
+                                       'posix_spawn', 'posix_spawnp', 'spawnv', 'spawnve', 'execv', 'execve')]
+            if calls:
+                starters[name] = len(calls)
+    assert starters == {'postgres.py': 1}
