@@ -847,22 +847,30 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         log("stopping the sandbox")
         sandbox.down()
+    name = f"ecs_rollback-{started_at.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    return finish(result, name, print_report, workdir, args.keep_logs, exit_code, failed_ok)
+
+
+def finish(result: dict[str, Any], name: str, report: Any, workdir: Path, keep_logs: bool, exit_code: int,
+           all_ok: bool) -> int:
+    """The end of every benchmark run: the results file (benchmarks/results/<name>), the report when
+    there is something to report, the work dir kept when asked or when something failed; the exit status
+    (the benchmark failed: 1, a trial failed: 2, else 0)."""
     result["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["finished_at"] = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
-
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"ecs_rollback-{started_at.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    out = RESULTS_DIR / name
     result["results_file"] = str(out.relative_to(REPO))
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     if "comparison" in result:
-        print_report(result)
+        report(result)
     else:
         log(f"results: {out}")
-    if args.keep_logs or exit_code or not failed_ok:
+    if keep_logs or exit_code or not all_ok:
         log(f"logs kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return exit_code or (0 if failed_ok else 2)
+    return exit_code or (0 if all_ok else 2)
 
 
 if __name__ == "__main__":

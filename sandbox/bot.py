@@ -2,9 +2,14 @@
 
     python -m sandbox.bot --dir D --port P
 
-Which version answers follows the ECS platform state (polled from the AWS double's
-control API), like an ALB sending traffic to the tasks that run:
-- no running tasks: every /api/* request gets 503, as from an ALB without targets;
+    python -m sandbox.bot --dir D --port P --fly-app APP
+
+Which version answers follows the platform state, like a load balancer sending traffic to
+what runs: the ECS service (polled from the AWS double's control API) or, with --fly-app,
+the Fly app's Machines (the Fly double's /sandbox/fly/serving: the image most started
+Machines run, as Fly's proxy spreads requests over them):
+- no running tasks (no started Machines): every /api/* request gets 503, as from a load
+  balancer without targets;
 - an image tagged "-bad": /api/health is 503 and 3 of every 10 other /api/* requests
   fail with 500 (deterministic, by a counter);
 - an image tagged "-flaky": healthy, and the English FAQ works, but the German FAQ fails
@@ -80,30 +85,63 @@ LATENCY = Histogram(
 )
 
 
-class Platform:
-    """Last known serving state of the ECS service; kept when the control API is
-    unreachable (the tasks keep running when the AWS API is down)."""
+def version_of(image: str) -> str:
+    """The version a bot answers with: its image's tag."""
+    return image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "unknown"
 
-    def __init__(self, control_url: str, cluster: str, service: str) -> None:
-        query = urllib.parse.urlencode({"cluster": cluster, "service": service})
-        self.url = f"{control_url}/sandbox/ecs/serving?{query}"
+
+class Platform:
+    """Last known serving state of what the bot follows, polled from a double's control API;
+    kept when that is unreachable (the tasks keep running when the platform's API is down).
+    Subclasses name the URL and read its answer."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
         self.current: dict[str, Any] | None = None
 
     def poll(self) -> None:
         try:
             with urllib.request.urlopen(self.url, timeout=1) as resp:
-                serving = json.loads(resp.read())
+                answer = json.loads(resp.read())
         except (OSError, ValueError):
             return
-        image = serving.get("image", "")
-        serving["version"] = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "unknown"
-        serving["name"] = serving["taskDefinition"].rsplit("/", 1)[-1]  # "family:revision"
-        self.current = serving  # one assignment: readers see the old or the new dict
+        self.current = self.serving_of(answer)  # one assignment: readers see the old or the new dict
+
+    @staticmethod
+    def serving_of(answer: dict[str, Any]) -> dict[str, Any]:
+        """What the bot needs: `running` (0 = no targets), `version`, and what /api/health names."""
+        raise NotImplementedError
 
     def run(self) -> None:
         while True:
             self.poll()
             time.sleep(POLL_SECONDS)
+
+
+class EcsPlatform(Platform):
+    """An ECS service: the tasks of its primary deployment."""
+
+    def __init__(self, control_url: str, cluster: str, service: str) -> None:
+        super().__init__(f"{control_url}/sandbox/ecs/serving?{urllib.parse.urlencode({'cluster': cluster, 'service': service})}")
+
+    @staticmethod
+    def serving_of(answer: dict[str, Any]) -> dict[str, Any]:
+        return {"running": answer["runningCount"], "version": version_of(answer.get("image", "")),
+                "names": {"taskDefinition": answer["taskDefinition"].rsplit("/", 1)[-1]}}  # "family:revision"
+
+
+class FlyPlatform(Platform):
+    """A Fly app: the image most of its started Machines run (the Fly double decides, as
+    Fly's proxy spreads requests over the started Machines)."""
+
+    def __init__(self, control_url: str, app: str) -> None:
+        super().__init__(f"{control_url}/sandbox/fly/serving?{urllib.parse.urlencode({'app': app})}")
+
+    @staticmethod
+    def serving_of(answer: dict[str, Any]) -> dict[str, Any]:
+        image = answer.get("image") or ""
+        return {"running": answer.get("started", 0), "version": version_of(image),
+                "names": {"app": answer.get("app"), "image": image}}
 
 
 class Database:
@@ -183,7 +221,7 @@ class Bot:
         serving = self.platform.current
         if serving is None:
             return 503, {"error": "platform state unknown"}
-        if serving["runningCount"] == 0:
+        if serving["running"] == 0:
             return 503, {"error": "no running tasks"}
         route = self.routes.get((method, path))
         if route is None:
@@ -207,7 +245,7 @@ class Bot:
         return (200 if healthy else 503), {
             "status": "healthy" if healthy else "unhealthy",
             "version": serving["version"],
-            "taskDefinition": serving["name"],
+            **serving["names"],
             "database": "ok" if db_ok else "unreachable",
         }
 
@@ -351,12 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--service", help="the ECS service this bot follows (default: the seeded one)")
+    parser.add_argument("--fly-app", help="follow this Fly app's Machines (the Fly double) instead of ECS")
     parser.add_argument("--traffic-rps", type=float, default=0.0, help="guest FAQ requests per second to itself")
     args = parser.parse_args(argv)
 
     st, secrets = state.load(args.dir), state.load_secrets(args.dir)
     pg = st["postgres"]
-    platform = Platform(st["aws"]["control_url"], st["ecs"]["cluster"], args.service or st["ecs"]["service"])
+    if args.fly_app:
+        platform: Platform = FlyPlatform(st["fly"]["control_url"], args.fly_app)
+    else:
+        platform = EcsPlatform(st["aws"]["control_url"], st["ecs"]["cluster"], args.service or st["ecs"]["service"])
     platform.poll()
     threading.Thread(target=platform.run, daemon=True).start()
     db = Database(host=pg["host"], port=pg["port"], user=pg["user"], dbname=pg["database"], password=secrets["postgres_password"])

@@ -9,8 +9,12 @@
    itself, verifies, releases its lock and fails with a summary
 3. later, someone ships the known-bad revision 4 by hand; the every-minute
    `auto_rollback.yml` finds the bot unhealthy and rolls it back
-4. the end state is checked: revision 3 serving and healthy, the bad releases not marked
-   stable, no lock left; then the sandbox stops
+4. on Fly.io (the sandbox's Fly double, host sandbox_fly): release v5 serves and fails; the same
+   `ansible-playbook rollback.yml` (-e rollback_hosts=hotelbot_fly) puts every Machine back on
+   v3's image, one at a time under a lease, waits for each to start and pass its checks,
+   verifies the bot and marks v3 stable
+5. the end state is checked: revision 3 serving and healthy, the bad releases not marked
+   stable, no lock left; every Fly Machine on v3 with no lease left; then the sandbox stops
 
 The sandbox compresses the runbook's "5% for 10 minutes" to 5% for 15 s (inventory
 hotelbot_gate_*), so the incident fits in about two minutes.
@@ -105,6 +109,32 @@ def check_end_state(state):
     return problems
 
 
+def show_fly(state, label):
+    status, body = health(state['bot_fly']['url'])
+    machines = control.fly_state()['apps'][state['fly']['app']]['machines']
+    print('%s: Fly Machines %s, the Fly bot /api/health HTTP %d version %s' % (
+        label, ', '.join('%s %s %s' % (mid, m['image'].rsplit(':', 1)[1], m['state']) for mid, m in sorted(machines.items())),
+        status, body.get('version')))
+
+
+def check_fly_end_state(state):
+    """Every Machine of the Fly app on v3's image, started, checks passing, marked stable; no lease left."""
+    problems = []
+    v3 = next(r['imageRef'] for r in control.fly_state()['apps'][state['fly']['app']]['releases'] if r['version'] == 3)
+    for machine_id, machine in sorted(control.fly_state()['apps'][state['fly']['app']]['machines'].items()):
+        mark = json.loads(machine['metadata'].get('hotelbot.ops/last-stable') or '{}')
+        if machine['image'] != v3 or machine['state'] != 'started' or machine['checks'] != 'passing':
+            problems.append('Fly Machine %s runs %s (%s, checks %s)'
+                            % (machine_id, machine['image'], machine['state'], machine['checks']))
+        if mark.get('image') != v3:
+            problems.append('Fly Machine %s ledger names %s as stable' % (machine_id, mark.get('image')))
+        if machine['lease']:
+            problems.append('Fly Machine %s still leased by %s' % (machine_id, machine['lease']['owner']))
+    if health(state['bot_fly']['url'])[0] != 200:
+        problems.append('the Fly bot is not healthy')
+    return problems
+
+
 def main():
     started = time.monotonic()
     say('Starting the local sandbox')
@@ -150,15 +180,29 @@ def main():
             failed = 'auto_rollback.yml failed (exit %d)' % code
             return
 
+        fly = control.fly_state()['apps'][state['fly']['app']]['machines']
+        say('On Fly.io, release v5 (%s) serves on %d Machines and fails: ansible-playbook rollback.yml, '
+            'host sandbox_fly' % (sorted({m['image'] for m in fly.values()})[0].rsplit('/', 1)[1], len(fly)))
+        show_fly(state, 'before')
+        fly_started = time.monotonic()
+        code = run([os.path.join(BIN, 'ansible-playbook'), 'rollback.yml', '-e', 'rollback_hosts=hotelbot_fly',
+                    '-e', 'rollback_target=previous'])
+        fly_took = time.monotonic() - fly_started
+        show_fly(state, 'after rollback.yml')
+        if code:
+            failed = 'rollback.yml on Fly failed (exit %d)' % code
+            return
+
         say('End state')
-        problems = check_end_state(state)
+        problems = check_end_state(state) + check_fly_end_state(state)
         if problems:
             failed = '; '.join(problems)
             return
         print('revision 3 serves healthy on production and staging; the bad releases are not marked stable; '
               'no lock is held')
-        print('hotpatch.yml (ship, watch, roll back) took %.1fs, auto_rollback.yml %.1fs; the whole demo %.1fs'
-              % (hotpatch_took, auto_took, time.monotonic() - started))
+        print('on Fly, every Machine runs v3 and passes its checks, v3 is marked stable, no lease is left')
+        print('hotpatch.yml (ship, watch, roll back) took %.1fs, auto_rollback.yml %.1fs, rollback.yml on Fly %.1fs; '
+              'the whole demo %.1fs' % (hotpatch_took, auto_took, fly_took, time.monotonic() - started))
     finally:
         say('Stopping the sandbox')
         subprocess.run([sys.executable, '-m', 'sandbox', 'down'], cwd=ROOT, check=False)

@@ -22,6 +22,14 @@ scrape_configs:
     metrics_path: /metrics
     static_configs:
       - targets: ["127.0.0.1:{staging_bot_port}"]
+  - job_name: {fly_job}
+    metrics_path: /metrics
+    static_configs:
+      - targets: ["127.0.0.1:{fly_bot_port}"]
+  - job_name: {fly_staging_job}
+    metrics_path: /metrics
+    static_configs:
+      - targets: ["127.0.0.1:{fly_staging_bot_port}"]
 """
 
 
@@ -36,13 +44,17 @@ def home(dir: Path) -> Path:
     return dir / "prometheus"
 
 
-def start(dir: Path, port: int, bot_port: int, staging_bot_port: int) -> int:
-    """Write the config and start the server detached; returns its pid."""
+def start(dir: Path, port: int, bot_port: int, staging_bot_port: int, fly_bot_port: int, fly_staging_bot_port: int) -> int:
+    """Write the config and start the server detached; returns its pid. One job per bot:
+    the ECS production and staging bots, and the two that follow the Fly apps."""
     exe = binary()
     (home(dir) / "data").mkdir(parents=True, exist_ok=True)
     config = home(dir) / "prometheus.yml"
     config.write_text(CONFIG.format(job=state.PROMETHEUS_JOB, bot_port=bot_port,
-                                    staging_job=state.PROMETHEUS_STAGING_JOB, staging_bot_port=staging_bot_port))
+                                    staging_job=state.PROMETHEUS_STAGING_JOB, staging_bot_port=staging_bot_port,
+                                    fly_job=state.PROMETHEUS_FLY_JOB, fly_bot_port=fly_bot_port,
+                                    fly_staging_job=state.PROMETHEUS_FLY_STAGING_JOB,
+                                    fly_staging_bot_port=fly_staging_bot_port))
     return procs.spawn(
         [exe, f"--config.file={config}", f"--storage.tsdb.path={home(dir) / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",

@@ -12,8 +12,15 @@ from typing import Any, Callable
 
 from sandbox import postgres, procs, prometheus, seed, state
 
-COMPONENTS = ("aws", "postgres", "bot", "bot_staging", "prometheus")
+COMPONENTS = ("aws", "postgres", "bot", "bot_staging", "fly", "bot_fly", "bot_fly_staging", "prometheus")
+# Processes `down` stops by pid (PostgreSQL stops through pg_ctl first).
+PROCESSES = ("aws", "bot", "bot_staging", "fly", "bot_fly", "bot_fly_staging", "prometheus")
 DEFAULT_DEPLOY_SECONDS = 2.0
+# Seconds a Fly Machine takes from an update to `started` (the double's default, as in the benchmark).
+FLY_START_SECONDS = 2.0
+# The Fly double checks every request and response against Fly's spec (openapi-core, graphql-core);
+# HOTELBOT_SANDBOX_FLY_VALIDATE=0 turns that off (the benchmark, which measures call latency).
+ENV_FLY_VALIDATE = "HOTELBOT_SANDBOX_FLY_VALIDATE"
 
 
 def _python_module(module: str, *args: str) -> list[str]:
@@ -41,7 +48,13 @@ def _checks(dir: Path, st: dict[str, Any]) -> dict[str, tuple[bool, int | None, 
     marker = str(dir)
     pg_pid = postgres.postmaster_pid(dir)
     aws, bot, prom, pg = st.get("aws", {}), st.get("bot", {}), st.get("prometheus", {}), st.get("postgres", {})
-    staging = st.get("bot_staging", {})
+    staging, fly = st.get("bot_staging", {}), st.get("fly", {})
+
+    def bot_check(name: str) -> tuple[bool, int | None, str]:
+        entry = st.get(name, {})
+        return (procs.ours(entry.get("pid"), marker) and procs.http_ok(f"{entry.get('url')}/metrics"),
+                entry.get("pid"), str(entry.get("url")))
+
     return {
         "aws": (procs.ours(aws.get("pid"), marker) and procs.http_ok(f"{aws.get('control_url')}/sandbox/health"),
                 aws.get("pid"), f"{aws.get('endpoint_url')} (control {aws.get('control_url')})"),
@@ -51,9 +64,17 @@ def _checks(dir: Path, st: dict[str, Any]) -> dict[str, tuple[bool, int | None, 
                 bot.get("pid"), str(bot.get("url"))),
         "bot_staging": (procs.ours(staging.get("pid"), marker) and procs.http_ok(f"{staging.get('url')}/metrics"),
                         staging.get("pid"), str(staging.get("url"))),
+        "fly": (procs.ours(fly.get("pid"), marker) and _fly_ok(fly.get("control_url")),
+                fly.get("pid"), f"{fly.get('api_url')} (apps {fly.get('app')}, {fly.get('staging_app')})"),
+        "bot_fly": bot_check("bot_fly"),
+        "bot_fly_staging": bot_check("bot_fly_staging"),
         "prometheus": (procs.ours(prom.get("pid"), marker) and procs.http_ok(f"{prom.get('url')}/-/healthy"),
                        prom.get("pid"), str(prom.get("url"))),
     }
+
+
+def _fly_ok(control_url: str | None) -> bool:
+    return bool(control_url) and procs.http_ok(f"{control_url}/sandbox/fly/state")
 
 
 def status(dir: Path) -> int:
@@ -106,6 +127,7 @@ def up(dir: Path) -> int:
     print(f"sandbox up in {time.monotonic() - started:.1f}s: state {state.state_path(dir)}")
     print(f"  aws {st['aws']['endpoint_url']}  bot {st['bot']['url']}  prometheus {st['prometheus']['url']}  "
           f"postgres {st['postgres']['host']}:{st['postgres']['port']}")
+    print(f"  fly {st['fly']['api_url']}  bot (fly) {st['bot_fly']['url']}")
     return 0
 
 
@@ -115,7 +137,10 @@ def _start(dir: Path) -> dict[str, Any]:
     os.chmod(dir, 0o755)  # the postgres OS user must traverse it when we are root
     secrets = state.new_secrets()
     state.save_secrets(dir, secrets)
-    aws_port, control_port, bot_port, prom_port, pg_port, staging_port = procs.free_ports(6)
+    ports = procs.free_ports(9)
+    aws_port, control_port, bot_port, prom_port, pg_port, staging_port = ports[:6]
+    fly_port, fly_bot_port, fly_staging_port = ports[6:]
+    fly_url = f"http://127.0.0.1:{fly_port}"
     logs, marker, env = state.logs_dir(dir), str(dir), _child_env()
     st: dict[str, Any] = {
         "dir": marker,
@@ -129,8 +154,14 @@ def _start(dir: Path) -> dict[str, Any]:
                      "superuser": state.PG_SUPERUSER, "socket_dir": str(postgres.socket_dir(dir))},
         "bot": {"url": f"http://127.0.0.1:{bot_port}", "pid": None},
         "bot_staging": {"url": f"http://127.0.0.1:{staging_port}", "pid": None},
+        # The Fly double serves the Machines API (under /v1), GraphQL and its control endpoints on one port.
+        "fly": {"api_url": fly_url, "graphql_url": f"{fly_url}/graphql", "control_url": fly_url,
+                "app": state.FLY_APP, "staging_app": state.FLY_STAGING_APP, "pid": None},
+        "bot_fly": {"url": f"http://127.0.0.1:{fly_bot_port}", "pid": None, "app": state.FLY_APP},
+        "bot_fly_staging": {"url": f"http://127.0.0.1:{fly_staging_port}", "pid": None, "app": state.FLY_STAGING_APP},
         "prometheus": {"url": f"http://127.0.0.1:{prom_port}", "pid": None, "job": state.PROMETHEUS_JOB,
-                       "staging_job": state.PROMETHEUS_STAGING_JOB},
+                       "staging_job": state.PROMETHEUS_STAGING_JOB, "fly_job": state.PROMETHEUS_FLY_JOB,
+                       "fly_staging_job": state.PROMETHEUS_FLY_STAGING_JOB},
     }
     control = st["aws"]["control_url"]
 
@@ -140,8 +171,12 @@ def _start(dir: Path) -> dict[str, Any]:
         _python_module("sandbox.aws_server", "--dir", marker, "--port", str(aws_port), "--control-port", str(control_port)),
         logs / "aws.log", cwd=state.REPO_ROOT, env=env)
     state.record_proc(dir, "aws", aws_pid)
-    prom_pid = st["prometheus"]["pid"] = prometheus.start(dir, prom_port, bot_port, staging_port)
+    prom_pid = st["prometheus"]["pid"] = prometheus.start(dir, prom_port, bot_port, staging_port,
+                                                          fly_bot_port, fly_staging_port)
     state.record_proc(dir, "prometheus", prom_pid)
+    fly_pid = st["fly"]["pid"] = procs.spawn(_fly_command(dir, fly_port, secrets["fly_api_token"]),
+                                             logs / "fly.log", cwd=state.REPO_ROOT, env=env)
+    state.record_proc(dir, "fly", fly_pid)
 
     def start_postgres() -> None:
         _step("postgres: initdb + start", lambda: postgres.init_and_start(dir, pg_port))
@@ -158,9 +193,13 @@ def _start(dir: Path) -> dict[str, Any]:
             lambda: seed.service_settled(st), 20, "the ECS service to settle", aws_pid, logs / "aws.log"))
         procs.http_json(f"{control}/sandbox/config", "POST", {"deploy_seconds": DEFAULT_DEPLOY_SECONDS})
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        for future in [pool.submit(start_postgres), pool.submit(start_aws)]:
-            future.result()  # re-raises a failure of either side
+    def start_fly() -> None:
+        _step("fly: Machines API + GraphQL double", lambda: procs.wait_for(
+            lambda: _fly_ok(fly_url), 30, "the Fly double", fly_pid, logs / "fly.log"))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for future in [pool.submit(start_postgres), pool.submit(start_aws), pool.submit(start_fly)]:
+            future.result()  # re-raises a failure of any side
     state.save(dir, st)  # the bot reads its config from here
 
     traffic = ["--traffic-rps", str(state.TRAFFIC_RPS)]
@@ -173,16 +212,41 @@ def _start(dir: Path) -> dict[str, Any]:
                        "--service", state.STAGING_SERVICE, *traffic),
         logs / "bot-staging.log", cwd=state.REPO_ROOT, env=env)
     state.record_proc(dir, "bot_staging", staging_pid)
+    for name, log in (("bot_fly", "bot-fly.log"), ("bot_fly_staging", "bot-fly-staging.log")):
+        bot_port_of = st[name]["url"].rsplit(":", 1)[1]
+        st[name]["pid"] = procs.spawn(
+            _python_module("sandbox.bot", "--dir", marker, "--port", bot_port_of, "--fly-app", st[name]["app"], *traffic),
+            logs / log, cwd=state.REPO_ROOT, env=env)
+        state.record_proc(dir, name, st[name]["pid"])
     _step("bot: /api/health", lambda: procs.wait_for(
         lambda: procs.http_ok(f"{st['bot']['url']}/api/health"), 15, "the bot", bot_pid, logs / "bot.log"))
     _step("bot (staging): /api/health", lambda: procs.wait_for(
         lambda: procs.http_ok(f"{st['bot_staging']['url']}/api/health"), 15, "the staging bot", staging_pid,
         logs / "bot-staging.log"))
+    for name, log in (("bot_fly", "bot-fly.log"), ("bot_fly_staging", "bot-fly-staging.log")):
+        _step(f"{name}: /api/health", lambda name=name, log=log: procs.wait_for(
+            lambda: _follows_platform(f"{st[name]['url']}/api/health"), 15, f"the bot {name}", st[name]["pid"], logs / log))
     _step("prometheus: ready", lambda: procs.wait_for(
         lambda: prometheus.ready(st["prometheus"]["url"]), 20, "Prometheus", prom_pid, logs / "prometheus.log"))
     procs.http_json(f"{control}/sandbox/calls/reset", method="POST")  # count only what users do
     state.save(dir, st)
     return st
+
+
+def _fly_command(dir: Path, port: int, token: str) -> list[str]:
+    """The double's command line: the token travels in a 0600 file, never in argv."""
+    args = ["--host", "127.0.0.1", "--port", str(port), "--token-file", str(state.save_fly_token(dir, token)),
+            "--start-seconds", f"{FLY_START_SECONDS:g}", "--seed", "default", "--dir", str(dir)]
+    if os.environ.get(ENV_FLY_VALIDATE, "1") != "0":
+        args.append("--validate")
+    return _python_module("sandbox.fly_double", *args)
+
+
+def _follows_platform(url: str) -> bool:
+    """The bot answers with a version: it has read its platform. (Not a 200: the Fly apps are
+    seeded serving the bad release, whose /api/health is 503.)"""
+    body = procs.http_json(url, timeout=1)[1]
+    return isinstance(body, dict) and bool(body.get("version"))
 
 
 def down(dir: Path, quiet: bool = False) -> int:
@@ -196,7 +260,7 @@ def down(dir: Path, quiet: bool = False) -> int:
         say(f"sandbox in {dir} is not running")
         return 0
     marker = str(dir)
-    pids = {name: recorded.get(name) or st.get(name, {}).get("pid") for name in ("aws", "bot", "bot_staging", "prometheus")}
+    pids = {name: recorded.get(name) or st.get(name, {}).get("pid") for name in PROCESSES}
 
     pg_pid = postgres.postmaster_pid(dir)
     stopped = 0

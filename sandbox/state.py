@@ -28,6 +28,11 @@ PG_DATABASE = "hotel_voice_bot"
 PG_SUPERUSER = "postgres"
 PROMETHEUS_JOB = "hotel-voice-bot"
 PROMETHEUS_STAGING_JOB = "hotel-voice-bot-staging"
+# The Fly.io side (sandbox/fly_double.py): two apps, each followed by its own bot and scrape job.
+FLY_APP = "hotel-voice-bot"
+FLY_STAGING_APP = "hotel-voice-bot-staging"
+PROMETHEUS_FLY_JOB = "hotel-voice-bot-fly"
+PROMETHEUS_FLY_STAGING_JOB = "hotel-voice-bot-fly-staging"
 # Guest requests a second each bot sends itself, so Prometheus has an error ratio to judge.
 TRAFFIC_RPS = 10
 
@@ -90,7 +95,24 @@ def new_secrets() -> dict[str, str]:
         "postgres_password": _secrets.token_urlsafe(18),
         "bot_api_token": _secrets.token_urlsafe(24),
         "waha_webhook_token": _secrets.token_urlsafe(24),
+        # The shape of a Fly macaroon token as `fly tokens create` prints it.
+        "fly_api_token": f"FlyV1 fm2_{_secrets.token_urlsafe(48)}",
     }
+
+
+def fly_token_path(dir: Path) -> Path:
+    """The Fly double's token file (0600, in the run dir, so `down` removes it)."""
+    return run_dir(dir) / "fly-token"
+
+
+def save_fly_token(dir: Path, token: str) -> Path:
+    path = fly_token_path(dir)
+    run_dir(dir).mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)  # no newline: a reader that does not strip gets the token exactly
+    return path
 
 
 def load_procs(dir: Path) -> dict[str, int]:

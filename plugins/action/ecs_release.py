@@ -17,6 +17,8 @@ from ansible_collections.hotelbot.ops.plugins.plugin_utils.controller import Con
 # This module is imported once, in ansible-playbook, before the workers fork: the ECS model and
 # endpoint data read here are every worker's, so a task's client costs milliseconds.
 preload('ecs')
+# ECS's release lock lives in DynamoDB by default (docs/locking.md): its model too, for the lock tasks' workers.
+preload('dynamodb')
 
 
 class ActionModule(ControllerModule):

@@ -13,6 +13,8 @@ from ansible_collections.hotelbot.ops.plugins.modules.ecs_release_info import SP
 from ansible_collections.hotelbot.ops.plugins.plugin_utils.controller import ControllerModule
 
 preload('ecs')
+# ECS's release lock lives in DynamoDB by default (docs/locking.md): its model too, for the lock tasks' workers.
+preload('dynamodb')
 
 
 class ActionModule(ControllerModule):

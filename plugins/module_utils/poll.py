@@ -50,6 +50,7 @@ class Backoff:
 
 # The schedules of the collection's waits, in one place.
 ROLLOUT = Backoff(first=0.25, most=5.0, factor=1.6)      # an ECS deployment (and the next platforms')
+CHECKS = Backoff(first=0.1, most=2.0, factor=1.25)      # a started Machine's health checks (Fly): they pass seconds after start
 LOCK = Backoff(first=0.5, most=5.0, factor=2.0)          # a release lock held by another run
 SESSIONS = Backoff(first=0.05, most=0.05, factor=1.0)    # a database's sessions to go away
 RETRY = Backoff(first=1.0, most=30.0, factor=2.0)        # an HTTP request after a 429/5xx/network error

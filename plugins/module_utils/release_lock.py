@@ -60,11 +60,12 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
     sql,
 )
 from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock_dynamodb import EVENT_PREFIX, DynamoDBLeases
+from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock_fly import FlyLeases
 
 DEFAULT_SCHEMA = 'public'
 DEFAULT_TABLE = 'hotelbot_release_locks'
 DEFAULT_TTL = '90s'
-BACKENDS = ('postgres', 'dynamodb')
+BACKENDS = ('postgres', 'dynamodb', 'fly')
 # What a run with PostgreSQL down or psycopg missing can do instead (ECS: its own primitive).
 SWITCH_HINT = ('to take the lock without PostgreSQL, use backend=dynamodb (in the playbooks: '
                '-e hotelbot_lock_backend=dynamodb; docs/locking.md)')
@@ -110,6 +111,10 @@ def validate(params):
         raise OpsError('name must not be empty (for example ecs/<cluster>/<service>)')
     if len(name) > MAX_NAME_LENGTH:
         raise OpsError('name is %d characters long; at most %d' % (len(name), MAX_NAME_LENGTH))
+    # Not required in the spec (the other backends need no database), so an empty one is refused here.
+    if (params.get('backend') or 'postgres') == 'postgres' and params.get('database') is not None \
+            and not str(params['database']).strip():
+        raise OpsError('database must not be empty')
     state = params.get('state') or 'acquired'
     owner = params.get('owner')
     owner = owner.strip() if isinstance(owner, str) else owner
@@ -500,6 +505,8 @@ def table_label(settings):
     """Where the leases are, for results and messages: schema.table, or the DynamoDB table's name."""
     if settings.get('backend') == 'dynamodb':
         return settings['table']
+    if settings.get('backend') == 'fly':
+        return 'Fly Machine lease of %s' % settings['name'][len('fly/'):]
     return '%s.%s' % (settings['schema'], settings['table'])
 
 
@@ -637,6 +644,8 @@ def renew_lease(params, settings):
     """One renewal on its own short connection (or client): True while the lease is still ours and unexpired."""
     if settings.get('backend') == 'dynamodb':
         return DynamoDBLeases(params, settings['table']).renew(settings['name'], settings['owner'], float(settings['ttl']))
+    if settings.get('backend') == 'fly':
+        return FlyLeases(params, settings['name']).renew(settings['name'], settings['owner'], float(settings['ttl']))
     conn = connect(params, options=connection_options(params, RENEW_SESSION))
     try:
         row = conn.execute(_sql(RENEW_LEASE, identifier(settings['schema'], settings['table'])),
@@ -761,6 +770,8 @@ def keep_alive(params, settings, result, check_mode, start=start_heartbeat, aliv
 # A store that arbitrates by conditional writes (DynamoDB today; a Kubernetes Lease's resourceVersion and
 # a Fly Machine lease's nonce are the same idea): read the lease, decide as the PostgreSQL path does, then
 # write naming exactly the lease read. A write that finds something else changed nothing: read again.
+# A store that can also claim (write over no lease or an expired one) and give back (delete only its
+# own), each returning the lease in the way, skips the read on the usual take and release.
 
 def refuse_release(name, before, settings, breaking, fields):
     """The refusals of a release, the same in every store: breaking a lease that the named dead run
@@ -787,9 +798,33 @@ def lease_view(lease, now):
     return view
 
 
+def _new_lease(settings, now, acquired_at):
+    """The lease this task writes for its owner: renewed now, expiring ttl from now."""
+    lease = dict(name=settings['name'], owner=settings['owner'], purpose=settings['purpose'], acquired_at=acquired_at,
+                 renewed_at=now, expires_at=now + settings['ttl'])
+    lease.update(client_info())
+    return lease
+
+
 def _try_acquire_optimistic(store, settings, check_mode):
-    """One read and (unless check_mode) one conditional write: (outcome, before, after) as _try_acquire."""
-    before = store.read(settings['name'])
+    """One attempt: (outcome, before, after) as _try_acquire.
+
+    Where the store can claim (one conditional write that succeeds only where there is no lease or an
+    expired one, and returns what it replaced or what refused it), a free lease costs that one call and
+    nothing is read first. A refused claim is decided as a read would be: another owner's lease is held,
+    our own is renewed or kept. A claim cannot renew: it would reset acquired_at, and renew=false writes
+    nothing. Stores without claim, and check mode, read first."""
+    if check_mode or not hasattr(store, 'claim'):
+        before = store.read(settings['name'])
+    else:
+        now = store.clock()
+        lease = _new_lease(settings, now, now)
+        claimed, before = store.claim(lease, now)
+        if claimed:
+            took_over = before is not None and before['owner'] != settings['owner']
+            return 'took_over' if took_over else 'acquired', lease_view(before, now), lease_view(lease, now)
+        if before is None:
+            return 'race', None, None  # refused, and gone by the time it was read
     now = store.clock()
     seen = lease_view(before, now)
     if seen is not None and not seen['expired'] and before['owner'] != settings['owner']:
@@ -803,9 +838,7 @@ def _try_acquire_optimistic(store, settings, check_mode):
         outcome = 'renewed' if ours else 'acquired'
     if check_mode:
         return outcome, seen, None
-    lease = dict(name=settings['name'], owner=settings['owner'], purpose=settings['purpose'],
-                 acquired_at=before['acquired_at'] if ours else now, renewed_at=now, expires_at=now + settings['ttl'])
-    lease.update(client_info())
+    lease = _new_lease(settings, now, before['acquired_at'] if ours else now)
     if not store.write(lease, before):
         return 'race', None, None
     return outcome, seen, lease_view(lease, now)
@@ -843,52 +876,83 @@ def acquire_optimistic(store, settings, check_mode=False, sleep=time.sleep, cloc
 def release_optimistic(store, settings, check_mode=False):
     """release() for a store with conditional writes: our lease, or another owner's named by break_owner (or
     any with force) deleted together with its audit record; OpsError naming the actual holder."""
+    for _retry in range(RACE_RETRIES + 1):
+        result = _try_release_optimistic(store, settings, check_mode)
+        if result is not None:
+            return result
+    raise OpsError('release lock %r changed hands %d times while releasing it; try again'
+                   % (settings['name'], RACE_RETRIES))
+
+
+def _try_release_optimistic(store, settings, check_mode):
+    """One attempt: the result, or None when the lease changed after it was read (decide again).
+
+    Where the store can give back (one conditional delete of the lease if it is ours, returning it, or
+    the other owner's lease that refused it), giving back our own lease is that one call. Breaking,
+    force and check mode read first: what they do depends on whose lease it is."""
     name = settings['name']
     breaking = settings['break_owner']
-    nothing = ' (nothing to break)' if breaking else ''
-    for _retry in range(RACE_RETRIES + 1):
+    given_back = False
+    if check_mode or breaking or settings['force'] or not hasattr(store, 'give_back'):
         stored = store.read(name)
-        before = lease_view(stored, store.clock())
-        result = dict(changed=False, name=name, table=table_label(settings), released=False, broken=None,
-                      holder=holder_summary(before), lock=public(before))
-        if before is None:
-            result.update(msg='release lock %r is not held in %s%s' % (name, table_label(settings), nothing),
-                          diff=dict(before={}, after={}))
-            return result
-        fields = dict((k, v) for k, v in result.items() if k != 'changed')
-        refuse_release(name, before, settings, breaking, fields)
+    else:
+        given_back, stored = store.give_back(name, settings['owner'])
+    before = lease_view(stored, store.clock())
+    result = dict(changed=False, name=name, table=table_label(settings), released=False, broken=None,
+                  holder=holder_summary(before), lock=public(before))
+    if before is None:
+        nothing = ' (nothing to break)' if breaking else ''
+        result.update(msg='release lock %r is not held in %s%s' % (name, table_label(settings), nothing),
+                      diff=dict(before={}, after={}))
+        return result
+    if not given_back:
+        refuse_release(name, before, settings, breaking, dict((k, v) for k, v in result.items() if k != 'changed'))
         if before['owner'] != settings['owner']:
             result['broken'] = dict(holder_summary(before), event='broken' if breaking else 'forced',
                                     broken_by=breaker(settings), events_table=table_label(settings))
-        if check_mode:
-            break
-        if result['broken']:
-            audit = store.break_lease(stored, dict(result['broken'], **client_info()))
-            if audit is None:
-                continue  # it changed hands after our read: decide again on what is there now
-            result['broken'].update(event_id=audit['event_id'], at=utc_text(
-                datetime.datetime.fromtimestamp(audit['at'], datetime.timezone.utc)))
-        elif not store.delete(stored):
-            continue
-        break
-    else:
-        raise OpsError('release lock %r changed hands %d times while releasing it; try again' % (name, RACE_RETRIES))
+        if not check_mode and not _remove(store, stored, result['broken']):
+            return None
     result.update(changed=True, released=True, diff=dict(before=holder_summary(before), after={}))
     result['msg'] = release_message(name, before, result['broken'], check_mode)
     return result
 
 
+def _remove(store, stored, broken):
+    """Delete the lease as read - with its audit record when it is another owner's (broken, which gets the
+    record's id and time) - or False when it changed since it was read (nothing written)."""
+    if broken is None:
+        return store.delete(stored)
+    audit = store.break_lease(stored, dict(broken, **client_info()))
+    if audit is None:
+        return False
+    broken.update(event_id=audit['event_id'],
+                  at=utc_text(datetime.datetime.fromtimestamp(audit['at'], datetime.timezone.utc)))
+    return True
+
+
 def run_optimistic(store, params, check_mode=False, sleep=time.sleep, start=None, progress=None):
     """Validate, then acquire (break first with break_owner, start the heartbeat) or release, in store."""
     settings = validate(params)
+
+    def take():
+        result = acquire_optimistic(store, settings, check_mode, sleep=sleep, progress=progress)
+        return with_heartbeat(params, settings, result, check_mode, start or start_heartbeat)
+
+    return release_or_take(settings, lambda: release_optimistic(store, settings, check_mode), take)
+
+
+def release_or_take(settings, release_it, take_it):
+    """What a task does with the lease, in every store: release it (state=released), or take it - breaking
+    first the dead run's lease that break_owner names (refused, changing nothing, when someone else holds
+    it), so that a re-run after a killed one is one task. release_it/take_it: the store's own steps."""
     if settings['state'] == 'released':
-        return release_optimistic(store, settings, check_mode)
-    broken = release_optimistic(store, settings, check_mode) if settings['break_owner'] else None
-    result = acquire_optimistic(store, settings, check_mode, sleep=sleep, progress=progress)
+        return release_it()
+    broken = release_it() if settings['break_owner'] else None
+    result = take_it()
     if broken:
         result['broken'] = broken['broken']
         result['msg'] = '%s; %s' % (broken['msg'], result['msg'])
-    return with_heartbeat(params, settings, result, check_mode, start or start_heartbeat)
+    return result
 
 
 def with_heartbeat(params, settings, result, check_mode, start):
@@ -912,6 +976,9 @@ def release_lock_task(task):
         if backend == 'dynamodb':
             store = DynamoDBLeases(task.params, task.params.get('table') or DEFAULT_TABLE)
             result = run_optimistic(store, task.params, check_mode=task.check_mode, progress=task.progress)
+        elif backend == 'fly':
+            result = run_optimistic(FlyLeases(task.params, task.params.get('name') or ''), task.params,
+                                    check_mode=task.check_mode, progress=task.progress)
         elif not HAS_PSYCOPG:
             from ansible.module_utils.basic import missing_required_lib
             raise OpsError('%s; %s' % (missing_required_lib('psycopg (version 3)'), SWITCH_HINT))
@@ -933,6 +1000,7 @@ def _hide_secrets(task):
     """Secrets inside options, whatever the backend: a password in database, a proxy's in endpoint_url."""
     hide_secrets(task)
     task.hide(*endpoint_secrets(task.params.get('endpoint_url')))
+    task.hide(task.params.get('api_token'), os.environ.get('FLY_API_TOKEN'), any_length=True)
 
 
 release_lock_task.hide_secrets = _hide_secrets
@@ -951,19 +1019,14 @@ def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_hea
             conn.execute('SET default_transaction_read_only = on')
         # Never hang behind a stuck session holding the lease row or the table.
         conn.execute("SET lock_timeout = '30s'")
-        if settings['state'] == 'released':
-            return release(conn, settings, check_mode)
-        # A dead run's lease named by break_owner is broken first (refused, changing nothing, when someone
-        # else holds the lock), then taken: one task for what a re-run after a killed one needs.
-        broken = release(conn, settings, check_mode) if settings['break_owner'] else None
-        result = acquire(conn, settings, check_mode, sleep=sleep, progress=progress)
-        if broken:
-            result['broken'] = broken['broken']
-            result['msg'] = '%s; %s' % (broken['msg'], result['msg'])
+        result = release_or_take(settings, lambda: release(conn, settings, check_mode),
+                                 lambda: acquire(conn, settings, check_mode, sleep=sleep, progress=progress))
     except DATABASE_ERRORS as err:
         raise OpsError('PostgreSQL error on release lock %r in database %s: %s'
                        % (settings['name'], database_label(params), first_line(err)))
     finally:
         conn.close()
+    if settings['state'] == 'released':
+        return result
     # The renewer starts once our own connection is closed (a forked process must not share it).
     return with_heartbeat(params, settings, result, check_mode, start)

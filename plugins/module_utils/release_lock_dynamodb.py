@@ -5,10 +5,13 @@
 
 Only storage lives here; what a lease means (held, renewed, taken over, broken) is decided once,
 for every store of this kind, in release_lock.py (acquire_optimistic, release_optimistic). The
-arbiter is DynamoDB's conditional write: every write names the exact lease it replaces (owner and
-expiry as read, or "no item"), so of two concurrent writers exactly one succeeds and the other
-reads again. Breaking another owner's lease deletes it and writes its audit item in one
-TransactWriteItems, so there is no break without its record.
+arbiter is DynamoDB's conditional write, so of two concurrent writers exactly one succeeds. The
+usual take and give-back are one call each: claim() writes only over no lease or an expired one,
+give_back() deletes only our own, and a refusal returns the lease in the way (ALL_OLD), which is
+read only where the service does not return it. Every other write names the exact lease it
+replaces (owner and expiry as read), and a writer that finds it changed reads again. Breaking
+another owner's lease deletes it and writes its audit item in one TransactWriteItems, so there is
+no break without its record.
 
 One table with a string hash key `name` holds the leases (name = the lock name) and the audit
 events (name = `#event/<id>`). DynamoDB has no server clock in a condition, so expiry is compared
@@ -120,16 +123,57 @@ class DynamoDBLeases:
                     ExpressionAttributeValues={':seen_owner': {'S': before['owner']},
                                                ':seen_expiry': {'N': before['version']}})
 
-    def write(self, lease, before):
-        """Store lease in place of before (None: no lease); False when the stored lease is no longer before."""
+    def _refusing(self, err, name):
+        """The lease that made a conditional write fail: the one the refusal returns (ALL_OLD), else read."""
+        item = err.response.get('Item')
+        return self._lease(item) if item else self.read(name)
+
+    @staticmethod
+    def _item(lease):
         item = {'name': {'S': lease['name']}, 'owner': {'S': lease['owner']}, 'purpose': {'S': lease['purpose'] or ''},
                 'acquired_at': {'N': _number(lease['acquired_at'])}, 'renewed_at': {'N': _number(lease['renewed_at'])},
                 'expires_at': {'N': _number(lease['expires_at'])}, 'kind': {'S': 'lease'}}
         for key in ('host', 'os_user'):
             if lease.get(key):
                 item[key] = {'S': lease[key]}
+        return item
+
+    def claim(self, lease, now):
+        """Store lease where there is none or an expired one (by now), in one conditional PutItem:
+        (True, the lease it replaced or None), or (False, the lease in the way or None when it is gone)."""
         try:
-            self._call('taking release lock %r' % lease['name'], 'put_item', TableName=self.table, Item=item,
+            answer = self._call('taking release lock %r' % lease['name'], 'put_item', TableName=self.table,
+                                Item=self._item(lease), ConditionExpression='attribute_not_exists(#n) OR expires_at <= :now',
+                                ExpressionAttributeNames={'#n': 'name'},
+                                ExpressionAttributeValues={':now': {'N': _number(now)}},
+                                ReturnValues='ALL_OLD', ReturnValuesOnConditionCheckFailure='ALL_OLD')
+        except aws_errors() as err:
+            if self._failed_condition(err):
+                return False, self._refusing(err, lease['name'])
+            raise
+        replaced = answer.get('Attributes')
+        return True, None if replaced is None else self._lease(replaced)
+
+    def give_back(self, name, owner):
+        """Delete owner's lease of name in one conditional DeleteItem: (True, the lease deleted, or None when
+        there was none), or (False, the other owner's lease in the way)."""
+        try:
+            answer = self._call('releasing release lock %r' % name, 'delete_item', TableName=self.table,
+                                Key={'name': {'S': name}}, ConditionExpression='attribute_not_exists(#n) OR #o = :owner',
+                                ExpressionAttributeNames={'#n': 'name', '#o': 'owner'},
+                                ExpressionAttributeValues={':owner': {'S': owner}},
+                                ReturnValues='ALL_OLD', ReturnValuesOnConditionCheckFailure='ALL_OLD')
+        except aws_errors() as err:
+            if self._failed_condition(err):
+                return False, self._refusing(err, name)
+            raise
+        deleted = answer.get('Attributes')
+        return True, None if deleted is None else self._lease(deleted)
+
+    def write(self, lease, before):
+        """Store lease in place of before (None: no lease); False when the stored lease is no longer before."""
+        try:
+            self._call('taking release lock %r' % lease['name'], 'put_item', TableName=self.table, Item=self._item(lease),
                        **self._expected(before))
         except aws_errors() as err:
             if self._failed_condition(err):

@@ -25,14 +25,8 @@ description:
   - Read only; runs the same in check mode.
 author:
   - hotelbot.ops maintainers (@hotelbot)
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; check mode changes nothing.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
 extends_documentation_fragment:
+  - hotelbot.ops.read_only
   - hotelbot.ops.aws
   - hotelbot.ops.aws.ecs_service
 options:

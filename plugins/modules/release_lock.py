@@ -16,14 +16,19 @@ description:
     row in a PostgreSQL table or one item in a DynamoDB table (O(backend)), so that a second hot-patch or
     rollback of the same service is refused while the first runs.
   - B(Backends.) V(postgres) (the default here; the sections below describe its SQL) needs psycopg 3 and the
-    database. V(dynamodb) is the ECS platform's own primitive, so an application rollback needs neither. The
-    item is taken with C(PutItem) whose C(ConditionExpression) names exactly the lease read before (no item,
-    or its owner and expiry), released with a conditional C(DeleteItem), renewed with a conditional
-    C(UpdateItem), and broken with C(TransactWriteItems) (the delete and its audit item C(#event/<id>) in the
+    database. V(dynamodb) is the ECS platform's own primitive, so an application rollback needs neither. A
+    free lease is taken with one C(PutItem) whose C(ConditionExpression) lets only a missing or expired item
+    through, and given back with one C(DeleteItem) conditional on its owner; a refusal returns the lease in
+    the way (C(ReturnValuesOnConditionCheckFailure)), so nothing is read first. The same owner's renewal
+    names the lease as read (owner and expiry), the heartbeat renews with a conditional C(UpdateItem), and a
+    break is one C(TransactWriteItems) (the delete and its audit item C(#event/<id>) in the
     same table, together or not at all). Both behave the same - refusals naming the holder, O(wait),
     O(break_owner), the heartbeat, check mode - except that DynamoDB judges expiry by the clock of the machine
     running the module (keep it on NTP) and never creates its table (see the notes).
-    Kubernetes C(coordination.k8s.io) Leases and Fly Machine leases are the next backends, for those platforms.
+    V(fly) is the Fly platform's own primitive - the lock C(fly/<app>) is the Machine lease of the app's oldest
+    Machine (its description, JSON, names the owner), taken and refreshed with C(POST .../lease) and its nonce,
+    released with C(DELETE); a break records C(hotelbot.ops/lock-broken) in that Machine's metadata first.
+    Kubernetes C(coordination.k8s.io) Leases are the next backend.
   - A lease has an O(owner), a O(purpose), when it was acquired and when it expires (O(ttl)). Another owner's
     lease is refused with a message naming its owner, purpose, since when it is held and when it expires; an
     expired lease is taken over (reported in RV(took_over)).
@@ -54,6 +59,7 @@ author:
 extends_documentation_fragment:
   - hotelbot.ops.postgres
   - hotelbot.ops.aws
+  - hotelbot.ops.fly
 attributes:
   check_mode:
     support: full
@@ -82,17 +88,18 @@ options:
       - Where the lease lives. V(postgres) - a table in O(database) (the PostgreSQL options). V(dynamodb) - the
         DynamoDB table O(table) (the AWS options, the same as the ECS modules'; the module is in the action group
         C(hotelbot.ops.aws) too).
+      - V(fly) - a Fly Machine lease on the app O(name) names (C(fly/<app>)), with the Fly options (the module is in
+        the action group C(hotelbot.ops.fly) too).
       - The playbooks take it from C(hotelbot_lock_backend), by default V(dynamodb) on ECS.
     type: str
-    choices: [postgres, dynamodb]
+    choices: [postgres, dynamodb, fly]
     default: postgres
   database:
     description:
       - The PostgreSQL database of the lease table, or a connection string (see the PostgreSQL options).
-      - Required, as for every PostgreSQL module of the collection; not used with O(backend=dynamodb) (any
-        value, the playbooks pass C(hotelbot_lock_database) or V(none)).
+      - Required with O(backend=postgres); the other backends need no database (and do not use it).
     type: str
-    required: true
+    required: false
     aliases: [db, login_db]
   connect_timeout:
     description: Seconds to wait for a connection to PostgreSQL or to the DynamoDB endpoint.
@@ -360,6 +367,7 @@ elapsed_s:
 
 from ansible_collections.hotelbot.ops.plugins.module_utils.aws import aws_argument_spec
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
+from ansible_collections.hotelbot.ops.plugins.module_utils.fly import fly_argument_spec
 from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec
 from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import (
     BACKENDS,
@@ -372,9 +380,12 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import (
 
 def _argument_spec():
     """The PostgreSQL options and the AWS ones (the module is in both action groups); connect_timeout
-    is PostgreSQL's (an int) and serves the DynamoDB client too."""
+    is PostgreSQL's (an int) and serves the DynamoDB client too. database is needed only where the lease
+    is in PostgreSQL (required_if below)."""
     spec = dict((key, value) for key, value in aws_argument_spec().items() if key != 'connect_timeout')
     spec.update(postgres_argument_spec())
+    spec.update(fly_argument_spec())
+    spec['database'] = dict(spec['database'], required=False)
     return spec
 
 
@@ -395,7 +406,7 @@ SPEC = dict(argument_spec=dict(
     table=dict(type='str', default=DEFAULT_TABLE),
     # Internal, set by the action plugin: the process whose life the heartbeat follows.
     _holder=dict(type='dict'),
-))
+), required_if=[('backend', 'postgres', ['database'])])
 
 
 def main():

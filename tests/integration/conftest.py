@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)
 FAMILY = 'hotel-voice-bot'
 LEDGER = ('hotelbot.ops/last-stable', 'hotelbot.ops/rollback', 'hotelbot.ops/desired-count-before-scale')
+FLY_SEED_VERSION = '1.3.0-bad'  # the Fly double's seed: the Machines run release v5's image
 
 
 class Sandbox:
@@ -88,6 +89,62 @@ class Sandbox:
     def calls(self):
         return control.calls(self.dir)
 
+    # ---- the Fly side: the Fly double (its control endpoints and plain HTTP to its API) and its bots
+    def fly_state(self):
+        """The double's model: apps, machines (image, state, instance, lease, metadata), releases, spec_errors."""
+        return control.fly_state(self.dir)
+
+    def fly_serving(self, app=None):
+        return control.fly_serving(app or self.state['fly']['app'], self.dir)
+
+    def fly_faults(self, **faults):
+        return control.fly_faults(self.dir, **faults)
+
+    def fly_lease(self, machine_id, **lease):
+        return control.fly_lease(machine_id, dir=self.dir, **lease)
+
+    def fly_settings(self, **settings):
+        return control.fly_settings(self.dir, **settings)
+
+    def fly_calls(self):
+        return control.fly_calls(self.dir)
+
+    def fly_reset(self, **seed):
+        return control.fly_reset(self.dir, **seed)
+
+    def fly_api(self, method, path, body=None, token=None, timeout=70):
+        """(status, json body) of a plain HTTP call to the double's Machines API (`/v1/...`) or GraphQL
+        (`/graphql`), as any client would make it; the sandbox's token unless `token` is given."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.state['fly']['api_url'] + path, data=data, method=method)
+        request.add_header('Authorization', self.secrets['fly_api_token'] if token is None else token)
+        if data is not None:
+            request.add_header('Content-Type', 'application/json')
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                raw, status = response.read(), response.status
+        except urllib.error.HTTPError as err:
+            raw, status = err.read(), err.code
+        return status, json.loads(raw) if raw else None
+
+    def fly_bot(self, path='/api/health', staging=False):
+        """(status, json body) from the bot that follows the Fly app (or its staging app)."""
+        url = self.state['bot_fly_staging' if staging else 'bot_fly']['url'] + path
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as err:
+            return err.code, json.load(err)
+
+    def wait_fly_bot_version(self, version, staging=False, timeout=10):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, body = self.fly_bot(staging=staging)
+            if body.get('version') == version:
+                return status, body
+            time.sleep(0.1)
+        raise AssertionError('the Fly bot did not answer with version %s: %r' % (version, self.fly_bot(staging=staging)))
+
     # ---- driving it
     def deploy(self, revision, deploy_seconds=0.2, wait=True):
         """Put the service on a revision the way a release pipeline would (boto3)."""
@@ -128,7 +185,8 @@ class Sandbox:
 
     def reset(self):
         """The seeded situation: revision 3 running (production and staging), production with 3
-        tasks, marked stable, no other ledger, no revisions newer than the seeded 5, no release locks."""
+        tasks, marked stable, no other ledger, no revisions newer than the seeded 5, no release locks;
+        the Fly double back to its seed (its apps' Machines on v5, 1.3.0-bad)."""
         control.aws_up(self.dir)
         control.set_deploy_seconds(0.2, self.dir)
         for arn in self.ecs.list_task_definitions(familyPrefix=FAMILY, status='ACTIVE')['taskDefinitionArns']:
@@ -149,6 +207,10 @@ class Sandbox:
         self.ecs.tag_resource(resourceArn=svc['serviceArn'], tags=[dict(key=LEDGER[0], value=FAMILY + ':3')])
         self.wait_bot_version('1.2.0')
         control.reset_calls(self.dir)
+        # Fly: the seed again (Machines on v5's bad image, no leases, no ledger, no faults).
+        self.fly_reset()
+        self.wait_fly_bot_version(FLY_SEED_VERSION)
+        self.wait_fly_bot_version(FLY_SEED_VERSION, staging=True)
 
     def reset_database(self):
         """The seeded bot_messages (1000 rows) and no restore leftovers, whatever a test did."""
@@ -190,6 +252,16 @@ class Sandbox:
                      'access_key={{ hotelbot_aws_access_key }} secret_key={{ hotelbot_aws_secret_key }} '
         cmd = [os.path.join(BIN, 'ansible'), 'hotelbot', '-m', module, '-a', group_vars + args]
         return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    def fly_adhoc(self, module, args):
+        """Run one module ad hoc on the sandbox's Fly host (sandbox_fly), with the Fly API options the
+        inventory gives (templates in argv, so the token never is)."""
+        env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(self.dir), ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),
+                   PATH=BIN + os.pathsep + os.environ.get('PATH', ''), ANSIBLE_NOCOLOR='1')
+        api = 'api_url={{ hotelbot_fly_api_url }} graphql_url={{ hotelbot_fly_graphql_url }} ' \
+              'api_token={{ hotelbot_fly_api_token }} '
+        cmd = [os.path.join(BIN, 'ansible'), 'hotelbot_fly', '-m', module, '-a', api + args]
+        return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, check=False)
 
     def popen_playbook(self, *args, playbook='rollback.yml'):
         env = dict(os.environ, HOTELBOT_SANDBOX_DIR=str(self.dir), ANSIBLE_CONFIG=os.path.join(ROOT, 'ansible.cfg'),

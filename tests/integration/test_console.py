@@ -43,7 +43,9 @@ def summary(results):
     """The Summary task's lines as {label: text} (outcome, deployment, left, next, ...)."""
     assert 'Summary' in results, sorted(results)
     lines = {}
-    for line in results['Summary']['msg'].splitlines():
+    msg = results['Summary']['msg']
+    # rollback.yml's summary is one text; hotpatch.yml's and auto_rollback.yml's a list of lines.
+    for line in msg.splitlines() if isinstance(msg, str) else msg:
         label, text = line.split(': ', 1) if ': ' in line else (line, '')
         lines[label] = text
     return lines
@@ -206,3 +208,79 @@ def test_a_severity_that_calls_for_no_rollback_ends_with_the_summary(fresh, extr
     assert lines['outcome'].startswith(says) and lines['outcome'].endswith('nothing was changed')
     assert lines['deployment'] == 'none started' and lines['verification'] == 'not run'
     assert updates(fresh) == 0 and fresh.revision() == before and fresh.locks() == []
+
+
+def crash_image(sandbox):
+    """An image whose tasks never start (the ECS double's -crash mark)."""
+    return sandbox.state['ecs']['images']['3'].rsplit(':', 1)[0] + ':1.2.1-crash'
+
+
+HOTPATCH = ('-e', 'hotpatch_change_id=CHG-9', '-e', 'hotpatch_tests_passed=true', '-e', 'hotpatch_staging=false',
+            '-e', 'hotpatch_backup=false')
+
+
+def test_a_hotpatch_rolled_back_by_itself_says_where_it_left_production(fresh):
+    """Production never starts the new image: the run rolls back by itself; the summary says production
+    is back on the last stable release, verified, and what to do next."""
+    fresh.metrics_history()
+    rc, results = run_playbook(fresh, *HOTPATCH, '-e', 'hotpatch_image=' + crash_image(fresh),
+                               '-e', 'hotpatch_wait_timeout=6', playbook='hotpatch.yml')
+    assert rc == 2
+    lines = summary(results)
+    assert lines['outcome'].startswith('rolled back to hotel-voice-bot:'), lines
+    back_on = lines['outcome'].split()[3]
+    assert fresh.revision() == int(back_on.rsplit(':', 1)[1]), lines
+    service = fresh.state['ecs']['cluster'] + '/' + fresh.state['ecs']['service']
+    assert lines['left'] == 'production %s back on %s, verified' % (service, back_on), lines
+    assert lines['next'].startswith('the hot-patch is not marked stable')
+    assert lines['rollback'] == back_on and fresh.locks() == []
+
+
+def test_a_hotpatch_whose_rollback_fails_says_how_to_finish_it(fresh):
+    """The safety net fails too (both waits time out): the summary names the deployment ECS goes on
+    with and the one command that finishes the rollback; that command then does."""
+    fresh.metrics_history()
+    control.set_deploy_seconds(14, fresh.dir)
+    rc, results = run_playbook(fresh, *HOTPATCH, '-e', 'hotpatch_image=' + crash_image(fresh),
+                               '-e', 'hotpatch_wait_timeout=5', playbook='hotpatch.yml')
+    assert rc == 2
+    lines = summary(results)
+    assert lines['outcome'].startswith('failed, and the automatic rollback failed too'), lines
+    shown = re.search(r'deployment (\S+) IN_PROGRESS: the automatic rollback to (hotel-voice-bot:\d+) failed', lines['left'])
+    assert shown, lines['left']
+    primary = next(d for d in fresh.describe()['deployments'] if d['status'] == 'PRIMARY')
+    assert primary['id'] == shown.group(1) and primary['rolloutState'] == 'IN_PROGRESS'
+    assert lines['next'].startswith('finish the rollback now, with the same inventory: ansible-playbook hotelbot.ops.rollback ')
+    assert fresh.locks() == []
+    # The command the summary gives, as given (the repo's rollback.yml is what hotelbot.ops.rollback runs).
+    target = int(shown.group(2).rsplit(':', 1)[1])
+    assert fresh.revision() == target
+    again = lines['next'].split('hotelbot.ops.rollback ', 1)[1].split()
+    before = updates(fresh)
+    rc, results = run_playbook(fresh, *again, '-e', 'rollback_wait_timeout=60')
+    assert rc == 0, summary(results)
+    # It followed the rollback ECS was rolling, and started no other.
+    assert updates(fresh) == before and fresh.revision() == target
+    primary = next(d for d in fresh.describe()['deployments'] if d['status'] == 'PRIMARY')
+    assert primary['rolloutState'] == 'COMPLETED'
+
+
+def test_an_automatic_rollback_that_times_out_says_what_it_left_and_what_to_run(fresh):
+    fresh.deploy(4)   # the bad release: health fails, so the run rolls back
+    fresh.metrics_history()
+    control.set_deploy_seconds(12, fresh.dir)
+    rc, results = run_playbook(fresh, '-e', 'auto_rollback_wait_timeout=6', playbook='playbooks/auto_rollback.yml')
+    assert rc == 2
+    lines = summary(results)
+    primary = next(d for d in fresh.describe()['deployments'] if d['status'] == 'PRIMARY')
+    assert primary['rolloutState'] == 'IN_PROGRESS' and fresh.revision() == 3
+    assert lines['deployment'].startswith('%s IN_PROGRESS after waiting ' % primary['id']), lines
+    assert lines['left'].endswith('on hotel-voice-bot:3, deployment %s IN_PROGRESS (the platform goes on with it)'
+                                  % primary['id']), lines
+    assert lines['next'].startswith('the deployment goes on; to follow it and verify, run hotelbot.ops.rollback')
+    assert fresh.locks() == []
+    again = lines['next'].split('with the same inventory and ', 1)[1].split()
+    before = updates(fresh)
+    rc, results = run_playbook(fresh, *again)
+    assert rc == 0, summary(results)
+    assert updates(fresh) == before and fresh.revision() == 3

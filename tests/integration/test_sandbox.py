@@ -109,7 +109,8 @@ def test_up_is_fast_and_writes_state_without_secrets(sb: Sandbox) -> None:
     state_file, secrets_file = sb.dir / "state.json", sb.dir / "secrets.json"
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o644
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    assert set(sb.secrets) == {"aws_secret_access_key", "postgres_password", "bot_api_token", "waha_webhook_token"}
+    assert set(sb.secrets) == {"aws_secret_access_key", "postgres_password", "bot_api_token", "waha_webhook_token",
+                               "fly_api_token"}
     text = state_file.read_text()
     for key in ("postgres_password", "bot_api_token", "waha_webhook_token"):
         assert sb.secrets[key] not in text

@@ -22,6 +22,8 @@ AWS = dict(region='us-east-1', endpoint_url=CLOSED, access_key='AKIAEXAMPLE', se
 PG = dict(host='127.0.0.1', port=PORT, user='hotelbot', password='pg-' + CANARY, database='hotel_voice_bot',
           connect_timeout=2)
 
+FLY = dict(app='hotel-voice-bot', api_url=CLOSED, graphql_url=CLOSED + '/graphql', api_token='FlyV1 fm2_' + CANARY)
+
 
 def base(module, tmp):
     """Arguments that are valid apart from the closed ports."""
@@ -34,6 +36,8 @@ def base(module, tmp):
         'pg_backup': dict(PG, dest=tmp, verify_tables=['public.bot_messages']),
         'pg_restore': dict(PG, src=os.path.join(tmp, 'hotel.dump'), confirm=True),
         'release_lock': dict(PG, name='ecs/hotelbot/hotel-voice-bot', owner='oncall@laptop'),
+        'fly_release': dict(FLY, release='previous'),
+        'fly_release_info': dict(FLY),
     }[module]
 
 
@@ -51,6 +55,15 @@ ROWS = [
     ('ecs_release_info', dict(endpoint_url='http://[::1'), 'endpoint_url'),
     ('ecs_release_info', dict(service=''), 'service'),
     ('ecs_release_info', dict(events_limit=-1), 'events_limit'),
+    # ---- Fly
+    ('fly_release', dict(api_url='localhost:4280'), 'api_url'),
+    ('fly_release', dict(app=''), 'app'),
+    ('fly_release', dict(max_unavailable=1.5), 'max_unavailable'),
+    ('fly_release', dict(wait_timeout='soon'), 'wait_timeout'),
+    ('fly_release', dict(release='3', image='registry.fly.io/hotel-voice-bot:1.2.1'), 'image'),
+    ('fly_release', dict(api_token=''), 'api_token'),
+    ('fly_release_info', dict(graphql_url='nope'), 'graphql_url'),
+    ('fly_release_info', dict(releases_limit=0), 'releases_limit'),
     # ---- http_check
     ('http_check', dict(base_url='http://[::1'), 'base_url'),
     ('http_check', dict(base_url='http://u:%s@[::1' % CANARY), 'base_url'),

@@ -9,6 +9,7 @@ import botocore.session
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.common.parameters import remove_values
+from moto.dynamodb.models import DynamoDBBackend
 from moto.server import ThreadedMotoServer
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import release_lock as r
@@ -22,13 +23,29 @@ from tests.unit.module_runner import closed_port, no_proxy_env  # noqa: F401  # 
 REGION = 'eu-central-1'
 
 
+# DynamoDB applies a conditional write atomically; moto checks the condition and writes without a lock, so
+# two of its server threads can both pass one condition. One lock around its writes makes the double faithful.
+MOTO_WRITES = ('put_item', 'update_item', 'delete_item', 'transact_write_items')
+
+
+def one_at_a_time(write, lock):
+    def locked(*args, **kwargs):
+        with lock:
+            return write(*args, **kwargs)
+    return locked
+
+
 @pytest.fixture(scope='module')
 def endpoint():
-    server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield 'http://%s:%d' % (host, port)
-    server.stop()
+    lock = threading.RLock()  # re-entered: transact_write_items calls put_item
+    with pytest.MonkeyPatch.context() as patch:
+        for name in MOTO_WRITES:
+            patch.setattr(DynamoDBBackend, name, one_at_a_time(getattr(DynamoDBBackend, name), lock))
+        server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        yield 'http://%s:%d' % (host, port)
+        server.stop()
 
 
 def raw_client(endpoint):
@@ -46,7 +63,7 @@ def table(endpoint):
 
 def params(endpoint, table, **overrides):
     """The module's validated params, as its argument spec makes them."""
-    args = dict(backend='dynamodb', database='none', table=table, region=REGION, endpoint_url=endpoint, access_key='test',
+    args = dict(backend='dynamodb', table=table, region=REGION, endpoint_url=endpoint, access_key='test',
                 secret_key='test', name='ecs/c/s', owner='bob@ci/1', ttl='90s')
     args.update(overrides)
     validation = ArgumentSpecValidator(SPEC['argument_spec']).validate(args)
@@ -79,7 +96,7 @@ def put_lease(endpoint, table, owner, expires_in, name='ecs/c/s'):
 
 def test_spec_takes_the_aws_options_and_the_backend():
     validator = ArgumentSpecValidator(SPEC['argument_spec'])
-    ok = validator.validate(dict(name='n', database='none', backend='dynamodb', region=REGION, secret_key='s3cret-key'))
+    ok = validator.validate(dict(name='n', backend='dynamodb', region=REGION, secret_key='s3cret-key'))
     assert not ok.error_messages and 's3cret-key' in ok._no_log_values
     assert ok.validated_parameters['connect_timeout'] == 10 and ok.validated_parameters['max_attempts'] == 5
     assert 'backend' in ' '.join(validator.validate(dict(name='n', database='d', backend='etcd')).error_messages)
@@ -245,3 +262,85 @@ def test_a_password_in_endpoint_url_is_hidden_everywhere(table):
     # What Ansible shows: the result with every hidden value removed (AnsibleModule and the action plugin alike).
     shown = json.dumps(remove_values(execute(SPEC, r.release_lock_task, task), set(hidden)))
     assert 'AWS endpoint unreachable' in shown and 'pr0xy-s3cret' in hidden and 'pr0xy-s3cret' not in shown
+
+
+class Requests:
+    """The DynamoDB operations the module's clients sent (made, in order), and request parameters to
+    leave out (as a service that does not know them would ignore them)."""
+
+    def __init__(self):
+        self.made = []
+        self.leave_out = []
+
+    def count(self, model, **_kwargs):
+        self.made.append(model.name)
+
+    def drop(self, params, **_kwargs):
+        for key in self.leave_out:
+            params.pop(key, None)
+
+
+@pytest.fixture
+def requests(monkeypatch):
+    """Requests seen by a botocore event hook on every client the module builds (no heartbeat)."""
+    seen = Requests()
+    real_client = d.client
+
+    def hooked_client(params, service):
+        built = real_client(params, service)
+        built.meta.events.register('provide-client-params.dynamodb', seen.drop)
+        built.meta.events.register('before-call.dynamodb', seen.count)
+        return built
+
+    monkeypatch.setattr(d, 'client', hooked_client)
+    monkeypatch.setattr(r, 'keep_alive', lambda *a, **k: (None, None))
+    return seen
+
+
+def test_a_free_lease_is_taken_and_given_back_in_one_request_each(endpoint, table, requests):
+    taken = run(endpoint, table)
+    assert taken['acquired'] is True and requests.made == ['PutItem']
+    assert item(endpoint, table)['owner']['S'] == 'bob@ci/1'
+    released = run(endpoint, table, state='released')
+    assert released['released'] is True and released['holder']['owner'] == 'bob@ci/1'
+    assert requests.made == ['PutItem', 'DeleteItem'] and item(endpoint, table) is None
+    again = run(endpoint, table, state='released')
+    assert again['changed'] is False and again['holder'] is None and requests.made[2:] == ['DeleteItem']
+    put_lease(endpoint, table, 'alice@ci/0', -5)
+    took_over = run(endpoint, table)
+    assert took_over['took_over']['owner'] == 'alice@ci/0' and requests.made[3:] == ['PutItem']
+    assert item(endpoint, table)['owner']['S'] == 'bob@ci/1'
+
+
+def test_a_refusal_names_the_holder_from_the_refused_write_alone(endpoint, table, requests):
+    put_lease(endpoint, table, 'alice@ci/0', 60)
+    before = item(endpoint, table)
+    held = run(endpoint, table)
+    assert held['failed'] is True and "is held by alice@ci/0 for 'hotpatch CHG-1'" in held['msg']
+    assert requests.made == ['PutItem'] and item(endpoint, table) == before
+    refused = run(endpoint, table, state='released')
+    assert refused['failed'] is True and 'held by alice@ci/0' in refused['msg'] and 'not released' in refused['msg']
+    assert requests.made == ['PutItem', 'DeleteItem'] and item(endpoint, table) == before
+
+
+def test_where_a_refusal_does_not_return_the_lease_it_is_read(endpoint, table, requests):
+    requests.leave_out.append('ReturnValuesOnConditionCheckFailure')
+    put_lease(endpoint, table, 'alice@ci/0', 60)
+    before = item(endpoint, table)
+    held = run(endpoint, table)
+    assert held['failed'] is True and 'is held by alice@ci/0' in held['msg']
+    refused = run(endpoint, table, state='released')
+    assert refused['failed'] is True and 'held by alice@ci/0' in refused['msg']
+    assert requests.made == ['PutItem', 'GetItem', 'DeleteItem', 'GetItem'] and item(endpoint, table) == before
+
+
+def test_a_claim_never_replaces_a_live_lease_nor_gives_back_another_owners(endpoint, table):
+    store = d.DynamoDBLeases(params(endpoint, table), table)
+    put_lease(endpoint, table, 'carol@ci/2', 60)
+    now = time.time()
+    lease = dict(name='ecs/c/s', owner='bob@ci/1', purpose='', acquired_at=now, renewed_at=now, expires_at=now + 90)
+    claimed, in_the_way = store.claim(lease, now)
+    assert claimed is False and in_the_way['owner'] == 'carol@ci/2'
+    given_back, in_the_way = store.give_back('ecs/c/s', 'bob@ci/1')
+    assert given_back is False and in_the_way['owner'] == 'carol@ci/2'
+    assert item(endpoint, table)['owner']['S'] == 'carol@ci/2'

@@ -57,7 +57,7 @@ def test_good_arguments_pass_and_the_password_is_no_log(name):
     ('release_lock', dict(state='locked'), 'state', 'locked'),
     ('release_lock', dict(name=None), 'name', 'missing'),
     ('release_lock', dict(renew='maybe'), 'renew', 'maybe'),
-    ('release_lock', dict(database=None), 'database', 'missing'),
+    ('release_lock', dict(database=None), 'database', 'backend is postgres but all of the following are missing'),
 ])
 def test_a_bad_argument_is_refused_naming_its_option(name, bad, option, says):
     args = dict(GOOD[name], **bad)
@@ -70,5 +70,15 @@ def test_a_bad_argument_is_refused_naming_its_option(name, bad, option, says):
 @pytest.mark.parametrize('name', sorted(SPECS))
 def test_the_connection_options_are_the_shared_ones(name):
     spec = SPECS[name]['argument_spec']
-    assert spec['database']['required'] is True and spec['password']['no_log'] is True
+    # release_lock needs a database only where the lease is in PostgreSQL (its required_if).
+    assert spec['database']['required'] is (name != 'release_lock') and spec['password']['no_log'] is True
     assert spec['host']['aliases'] == ['login_host'] and spec['connect_timeout']['default'] == 10
+
+
+def test_release_lock_needs_a_database_only_with_backend_postgres():
+    lock = dict(name='ecs/hotelbot/hotel-voice-bot', owner='oncall@laptop')
+    assert problems('release_lock', dict(lock, backend='dynamodb', region='eu-central-1')) == []
+    for postgres in (dict(lock, backend='postgres'), lock):  # postgres is the default backend
+        [refusal] = problems('release_lock', postgres)
+        assert refusal == 'backend is postgres but all of the following are missing: database', refusal
+    assert problems('release_lock', dict(lock, database='hotelbot_ops')) == []

@@ -9,6 +9,5 @@
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
-require_hosts
-ansible-playbook -i "$HOTELBOT_INVENTORY" hotelbot.ops.auto_rollback -e "$(extra_vars \
-  "auto_rollback_on_inconclusive=${AUTO_ROLLBACK_ON_INCONCLUSIVE:-}" "severity=${SEVERITY:-}")" "$@"
+run_playbook hotelbot.ops.auto_rollback \
+  "auto_rollback_on_inconclusive=${AUTO_ROLLBACK_ON_INCONCLUSIVE:-}" "severity=${SEVERITY:-}" -- "$@"

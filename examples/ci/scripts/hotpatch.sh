@@ -14,11 +14,9 @@ set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
 : "${HOTPATCH_CHANGE_ID:?set HOTPATCH_CHANGE_ID to the change being shipped}"
-require_hosts
-approved=false
-[ -n "${HOTPATCH_APPROVED_BY:-}" ] && approved=true
-ansible-playbook -i "$HOTELBOT_INVENTORY" hotelbot.ops.hotpatch -e "$(extra_vars \
+run_playbook hotelbot.ops.hotpatch \
   "hotpatch_change_id=$HOTPATCH_CHANGE_ID" "hotpatch_image=${HOTPATCH_IMAGE:-}" \
   "hotpatch_revision=${HOTPATCH_REVISION:-}" "hotpatch_tests_passed=${HOTPATCH_TESTS_PASSED:-false}" \
   "hotpatch_watch_for=${HOTPATCH_WATCH_FOR:-}" \
-  "hotpatch_approved=$approved" "hotpatch_approved_by=${HOTPATCH_APPROVED_BY:-}")" "$@"
+  "hotpatch_approved=$(approved_when "${HOTPATCH_APPROVED_BY:-}")" "hotpatch_approved_by=${HOTPATCH_APPROVED_BY:-}" \
+  -- "$@"

@@ -24,3 +24,23 @@ extra_vars() {
 pairs = (a.split("=", 1) for a in sys.argv[1:])
 print(json.dumps({k: v for k, v in pairs if v}))' "$@"
 }
+
+# The stage itself: run_playbook PLAYBOOK NAME=VALUE... -- ARG... runs the collection's PLAYBOOK
+# on HOTELBOT_INVENTORY (refused when it has no hosts) with the pairs as its extra vars, and the
+# arguments after -- (the stage's own "$@") passed to ansible-playbook as they are.
+run_playbook() {
+  local playbook=$1 pairs=()
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    pairs+=("$1")
+    shift
+  done
+  [ $# -gt 0 ] && shift
+  require_hosts
+  ansible-playbook -i "$HOTELBOT_INVENTORY" "$playbook" -e "$(extra_vars "${pairs[@]}")" "$@"
+}
+
+# "true" when an approver is named (a production inventory needs one), else "false".
+approved_when() {
+  if [ -n "$1" ]; then echo true; else echo false; fi
+}

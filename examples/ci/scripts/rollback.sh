@@ -10,10 +10,8 @@
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 . "$(dirname "$0")/lib.sh"
-require_hosts
-approved=false
-[ -n "${ROLLBACK_APPROVED_BY:-}" ] && approved=true
-ansible-playbook -i "$HOTELBOT_INVENTORY" hotelbot.ops.rollback -e "$(extra_vars \
+run_playbook hotelbot.ops.rollback \
   "rollback_target=${ROLLBACK_TARGET:-}" "rollback_scope=${ROLLBACK_SCOPE:-}" \
   "rollback_db_backup=${ROLLBACK_DB_BACKUP:-}" "severity=${SEVERITY:-}" \
-  "rollback_approved=$approved" "rollback_approved_by=${ROLLBACK_APPROVED_BY:-}")" "$@"
+  "rollback_approved=$(approved_when "${ROLLBACK_APPROVED_BY:-}")" "rollback_approved_by=${ROLLBACK_APPROVED_BY:-}" \
+  -- "$@"
