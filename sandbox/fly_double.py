@@ -9,7 +9,7 @@ prints one JSON line {"url": ...} once it listens, then serves until SIGTERM. In
     server = fly_double.serve('127.0.0.1', 0, token, start_seconds=2.0, validate=True)
     server.url, server.state (the model, for tests), server.shutdown()
 
-Paths, fields, status codes and error bodies follow ../shared/specs/fly-machines-openapi.json
+Paths, fields, status codes and error bodies follow sandbox/specs/fly-machines-openapi.json
 (with the overlay in sandbox/fly_spec.py, for what the spec is thin on) and the flaps client
 flyctl uses. GraphQL requests are executed by graphql-core against Fly's own schema file, so a
 query Fly would refuse is refused here with Fly's `{"errors": [...]}`.

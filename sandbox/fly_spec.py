@@ -4,10 +4,10 @@
     validate_response(method, url, status, headers, body) -> [] or a list of problems
     validate_graphql(query, variables)                    -> [] or a list of problems
 
-The Machines API is checked by openapi-core against ../shared/specs/fly-machines-openapi.json
+The Machines API is checked by openapi-core against sandbox/specs/fly-machines-openapi.json
 plus OVERLAY, the one list of what that spec is thin on; every entry names the source it
 follows (Fly's docs, or the flaps client flyctl uses, github.com/superfly/fly-go). GraphQL is
-checked by graphql-core against Fly's schema ../shared/specs/fly-graphql-schema.graphql.
+checked by graphql-core against Fly's schema sandbox/specs/fly-graphql-schema.graphql.
 
 Only the path and query of a URL matter: a request to the double at http://127.0.0.1:N/v1/...
 is checked as the same request to the spec's server https://api.machines.dev/v1/... .
@@ -28,9 +28,8 @@ from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
 from werkzeug.wrappers import Response
 
-SPECS_DIR = os.environ.get(
-    'HOTELBOT_SPECS_DIR',
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'specs'))
+# The copies in sandbox/specs/ (a clean clone has no ../shared); a test keeps them identical to ../shared/specs/.
+SPECS_DIR = os.environ.get('HOTELBOT_SPECS_DIR', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'specs'))
 MACHINES_SPEC = os.path.join(SPECS_DIR, 'fly-machines-openapi.json')
 GRAPHQL_SCHEMA = os.path.join(SPECS_DIR, 'fly-graphql-schema.graphql')
 SPEC_SERVER = 'https://api.machines.dev'

@@ -485,3 +485,14 @@ def test_the_secrets_list_names_the_apps_secrets_and_never_their_values(fly):
     assert status == 200
     assert sorted(s['name'] for s in body['secrets']) == ['DATABASE_URL', 'OPENAI_API_KEY', 'WAHA_API_KEY']
     assert all('value' not in s for s in body['secrets'])
+
+
+@pytest.mark.parametrize('name', ['fly-machines-openapi.json', 'fly-graphql-schema.graphql'])
+def test_the_specs_in_the_repository_are_the_projects_own(name):
+    """sandbox/specs/ holds the specs a clean clone validates against; where the project's shared/specs/
+    is at hand (beside the repository), they must be the same bytes."""
+    shared = os.path.join(os.path.dirname(fly_spec.__file__), '..', '..', 'shared', 'specs', name)
+    if not os.path.exists(shared):
+        pytest.skip('no ../shared/specs beside this clone')
+    with open(os.path.join(fly_spec.SPECS_DIR, name), 'rb') as ours, open(shared, 'rb') as theirs:
+        assert ours.read() == theirs.read()
