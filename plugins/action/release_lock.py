@@ -15,13 +15,14 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import importlib.util
 import os
 
-# Nothing backend-specific is imported here (this module is imported in the ansible-playbook process on the
-# first lock task, on the critical path of every run): botocore and psycopg cost 0.3-0.5 s there and a Fly
-# lock needs neither. The ECS action plugins preload DynamoDB's model for the workers (ECS's default lock);
-# release_lock_task imports what its backend needs.
+# botocore's DynamoDB model is not preloaded here (this module is imported in the ansible-playbook process on
+# the first lock task, on the critical path of every run, and a Fly lock does not need it): the ECS action
+# plugins preload it for the workers, as ECS's default lock lives in DynamoDB. botocore and psycopg
+# themselves come (guarded) with the lock's module_utils.
+from ansible_collections.hotelbot.ops.plugins.module_utils.aws import HAS_BOTOCORE
+from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import HAS_PSYCOPG
 from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import holder_identity, release_lock_task
 from ansible_collections.hotelbot.ops.plugins.modules.release_lock import SPEC
 from ansible_collections.hotelbot.ops.plugins.plugin_utils.controller import (
@@ -29,11 +30,6 @@ from ansible_collections.hotelbot.ops.plugins.plugin_utils.controller import (
     ControllerModule,
     unavailable,
 )
-
-
-def _installed(package):
-    """Whether package can be imported, without importing it."""
-    return importlib.util.find_spec(package) is not None
 
 
 class ActionModule(ControllerModule):
@@ -46,10 +42,10 @@ class ActionModule(ControllerModule):
         """What the task's backend needs: botocore for dynamodb, psycopg for postgres (without it the module
         runs, and says what is missing and that backend=dynamodb needs no database)."""
         if self._task.args.get('backend') == 'dynamodb':
-            return _installed('botocore')
+            return HAS_BOTOCORE
         if self._task.args.get('backend') == 'fly':
             return True  # the Fly API is plain HTTP through the collection's transport
-        return _installed('psycopg')
+        return HAS_PSYCOPG
 
     def prepare(self, args):
         if '_holder' in args:
