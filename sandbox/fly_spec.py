@@ -43,6 +43,8 @@ def read_spec(path: str) -> str:
             return handle.read()
     with open(path, encoding='utf-8') as handle:
         return handle.read()
+
+
 SPEC_SERVER = 'https://api.machines.dev'
 
 _ERROR = {'$ref': '#/components/schemas/ErrorResponse'}

@@ -5,7 +5,6 @@ import json
 import os
 import time
 
-import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import release_lock as r
@@ -14,7 +13,7 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.common import Task, e
 from ansible_collections.hotelbot.ops.plugins.module_utils.fly_roll import release as fly_release_work
 from ansible_collections.hotelbot.ops.plugins.modules import fly_release
 from ansible_collections.hotelbot.ops.plugins.modules.release_lock import SPEC
-from sandbox import fly_double
+from tests.unit.fly_fixtures import double_fixtures
 
 # no_proxy_env is an autouse fixture: importing it is what applies it here.
 from tests.unit.module_runner import no_proxy_env  # noqa: F401  # pylint: disable=unused-import
@@ -25,18 +24,7 @@ LOCK_MACHINE = 'e2865013a3d768'   # the oldest Machine of the seed
 GOOD = 'registry.fly.io/hotel-voice-bot:1.2.0'
 
 
-@pytest.fixture(scope='module')
-def server():
-    double = fly_double.serve('127.0.0.1', 0, TOKEN, start_seconds=0.2, validate=True)
-    yield double
-    double.shutdown()
-
-
-@pytest.fixture
-def fly_api(server):
-    server.state.reset()
-    yield server
-    assert server.state.spec_errors == []
+server, fly_api = double_fixtures(TOKEN)
 
 
 def params(server, **overrides):

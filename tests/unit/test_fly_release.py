@@ -11,7 +11,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.hotelbot.ops.plugins.module_utils import fly, fly_roll
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import Task, execute
 from ansible_collections.hotelbot.ops.plugins.modules import fly_release, fly_release_info
-from sandbox import fly_double
+from tests.unit.fly_fixtures import double_fixtures
 
 # no_proxy_env is an autouse fixture: importing it is what applies it here.
 from tests.unit.module_runner import no_proxy_env  # noqa: F401  # pylint: disable=unused-import
@@ -23,19 +23,7 @@ GOOD, CRASH, BAD = REPO + ':1.2.0', REPO + ':1.3.0-crash', REPO + ':1.3.0-bad'
 IDS = ['e2865013a3d768', '3d8d9e3eb1e938', '9185d1eb2e5e83']
 
 
-@pytest.fixture(scope='module')
-def server():
-    double = fly_double.serve('127.0.0.1', 0, TOKEN, start_seconds=0.2, validate=True)
-    yield double
-    double.shutdown()
-
-
-@pytest.fixture
-def fly_api(server):
-    """The double, back at its seed, checked afterwards for requests or answers off Fly's spec."""
-    server.state.reset()
-    yield server
-    assert server.state.spec_errors == []
+server, fly_api = double_fixtures(TOKEN)
 
 
 def params(server, spec, **given):
