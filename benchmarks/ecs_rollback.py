@@ -405,13 +405,6 @@ def production_group_vars(sandbox: "Sandbox") -> str:
     DynamoDB, production's default on ECS; the bot's tokens still read from the sandbox's 0600
     secrets file by a lookup, as a vault lookup would be."""
     text = (REPO / "inventory" / "sandbox" / "group_vars" / "hotelbot.yml").read_text()
-
-    def plain(match: re.Match[str]) -> str:
-        value: Any = sandbox.st
-        for key in match.group(1).split("."):
-            value = value[key]
-        return json.dumps(value)
-
     lines = []
     for line in text.splitlines():
         if line.startswith(("hotelbot_sandbox:", "hotelbot_aws_access_key:", "hotelbot_aws_secret_key:")):
@@ -421,8 +414,20 @@ def production_group_vars(sandbox: "Sandbox") -> str:
         if line.startswith("hotelbot_lock_backend:"):
             # Production's lock on ECS (inventory/production); the sandbox keeps PostgreSQL for its tests.
             line = "hotelbot_lock_backend: dynamodb"
-        lines.append(SANDBOX_REFERENCE.sub(plain, line))
-    text = "\n".join(lines) + "\n"
+        lines.append(line)
+    return plain_sandbox_values("\n".join(lines) + "\n", sandbox.st)
+
+
+def plain_sandbox_values(text: str, st: dict[str, Any]) -> str:
+    """inventory/sandbox's group_vars text with every "{{ hotelbot_sandbox.a.b }}" replaced by the value in the
+    state file st, as production's inventory holds plain values; BenchError when one is left."""
+    def plain(match: re.Match[str]) -> str:
+        value: Any = st
+        for key in match.group(1).split("."):
+            value = value[key]
+        return json.dumps(value)
+
+    text = SANDBOX_REFERENCE.sub(plain, text)
     if "hotelbot_sandbox." in text:
         raise BenchError("inventory/sandbox reads a sandbox value this benchmark cannot make plain")
     return text

@@ -30,7 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -47,7 +46,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from ecs_rollback import children_cpu, finish, playbook_phases, summarize, version_of  # noqa: E402  (sys.path above)
+from ecs_rollback import (  # noqa: E402  (sys.path above)
+    BenchError, children_cpu, finish, log, plain_sandbox_values, playbook_phases, summarize, version_of,
+)
 from sandbox import control, procs, stack  # noqa: E402
 from sandbox import state as sandbox_state  # noqa: E402
 
@@ -69,14 +70,6 @@ WAY_LABELS = {"hand": "by hand (curl, one Machine after another)",
               "playbook-mu0.33": "ansible-playbook rollback.yml, max_unavailable 0.33"}
 RELEASES = ("query($app: String!) { app(name: $app) { releasesUnprocessed(first: 25) "
             "{ nodes { version status imageRef } } } }")
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # ------------------------------------------------------------------------ sandbox
@@ -211,33 +204,20 @@ def by_hand(sandbox: Sandbox) -> dict[str, Any]:
 # ------------------------------------------------------------------------ ansible-playbook
 
 
-# A sandbox value the inventory reads from the state file: "{{ hotelbot_sandbox.a.b }}".
-SANDBOX_REFERENCE = re.compile(r'"\{\{ hotelbot_sandbox\.([a-z_.]+) \}\}"')
-
-
 def production_inventory(sandbox: Sandbox, workdir: Path) -> Path:
     """inventory/sandbox's Fly host in production's shape (examples/inventory/production), as the ECS
     benchmark has it: plain values, read once here from the state file instead of a file lookup and a
     from_json at every use; the API token still read from the sandbox's 0600 secrets file by a lookup,
     as a vault lookup would be."""
     text = (REPO / "inventory" / "sandbox" / "group_vars" / "hotelbot_fly.yml").read_text()
-
-    def plain(match: re.Match[str]) -> str:
-        value: Any = sandbox.st
-        for key in match.group(1).split("."):
-            value = value[key]
-        return json.dumps(value)
-
     lines = []
     for line in text.splitlines():
         if line.startswith("hotelbot_sandbox:"):
             continue
         if line.startswith("hotelbot_sandbox_dir:"):
             line = "hotelbot_sandbox_dir: " + json.dumps(str(sandbox.dir))
-        lines.append(SANDBOX_REFERENCE.sub(plain, line))
-    text = "\n".join(lines) + "\n"
-    if "hotelbot_sandbox." in text:
-        raise BenchError("inventory/sandbox reads a Fly value this benchmark cannot make plain")
+        lines.append(line)
+    text = plain_sandbox_values("\n".join(lines) + "\n", sandbox.st)
     inventory = workdir / "inventory-fly"
     shutil.rmtree(inventory, ignore_errors=True)
     (inventory / "group_vars").mkdir(parents=True)
