@@ -17,12 +17,10 @@ __metaclass__ = type
 
 import os
 
-# botocore's DynamoDB model is not preloaded here (this module is imported in the ansible-playbook process on
-# the first lock task, on the critical path of every run, and a Fly lock does not need it): the ECS action
-# plugins preload it for the workers, as ECS's default lock lives in DynamoDB. botocore and psycopg
-# themselves come (guarded) with the lock's module_utils.
-from ansible_collections.hotelbot.ops.plugins.module_utils.aws import HAS_BOTOCORE
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import HAS_PSYCOPG
+# Nothing backend-specific is imported here: this module is imported in the ansible-playbook process on the
+# first lock task, on the critical path of every run, and botocore and psycopg cost 0.3 s there that a Fly
+# lock needs neither of. The lock's module_utils import a backend's library (guarded) when it is used; the
+# ECS action plugins preload botocore's DynamoDB model for the workers, as ECS's default lock lives there.
 from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import holder_identity, release_lock_task
 from ansible_collections.hotelbot.ops.plugins.modules.release_lock import SPEC
 from ansible_collections.hotelbot.ops.plugins.plugin_utils.controller import (
@@ -41,10 +39,13 @@ class ActionModule(ControllerModule):
     def libraries_present(self):
         """What the task's backend needs: botocore for dynamodb, psycopg for postgres (without it the module
         runs, and says what is missing and that backend=dynamodb needs no database)."""
+        # Imported here, for the backend asked only: this plugin is imported in the ansible-playbook process.
         if self._task.args.get('backend') == 'dynamodb':
+            from ansible_collections.hotelbot.ops.plugins.module_utils.aws import HAS_BOTOCORE
             return HAS_BOTOCORE
         if self._task.args.get('backend') == 'fly':
             return True  # the Fly API is plain HTTP through the collection's transport
+        from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import HAS_PSYCOPG
         return HAS_PSYCOPG
 
     def prepare(self, args):

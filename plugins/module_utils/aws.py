@@ -19,8 +19,6 @@ __metaclass__ = type
 
 import types
 
-from ansible.module_utils.basic import env_fallback
-
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, one_line
 from ansible_collections.hotelbot.ops.plugins.module_utils.masking import without_userinfo
 from ansible_collections.hotelbot.ops.plugins.module_utils.url import url_problem, url_secrets_any
@@ -53,27 +51,6 @@ class AwsError(OpsError):
     def __init__(self, msg, transient=False, changed=False, **result):
         super(AwsError, self).__init__(msg, changed=changed, **result)
         self.transient = transient
-
-
-def aws_argument_spec():
-    """Options every AWS module takes (documented in doc_fragments/aws.py)."""
-    return dict(
-        region=dict(type='str', aliases=['aws_region'],
-                    fallback=(env_fallback, ['AWS_REGION', 'AWS_DEFAULT_REGION'])),
-        endpoint_url=dict(type='str', aliases=['aws_endpoint_url'],
-                          fallback=(env_fallback, ['AWS_ENDPOINT_URL'])),
-        profile=dict(type='str', aliases=['aws_profile'],
-                     fallback=(env_fallback, ['AWS_PROFILE'])),
-        access_key=dict(type='str', aliases=['aws_access_key_id'], no_log=False,
-                        fallback=(env_fallback, ['AWS_ACCESS_KEY_ID'])),
-        secret_key=dict(type='str', aliases=['aws_secret_access_key'], no_log=True,
-                        fallback=(env_fallback, ['AWS_SECRET_ACCESS_KEY'])),
-        session_token=dict(type='str', aliases=['aws_session_token'], no_log=True,
-                           fallback=(env_fallback, ['AWS_SESSION_TOKEN'])),
-        max_attempts=dict(type='int', default=5, context=dict(min=1)),
-        connect_timeout=dict(type='float', default=5.0, context=dict(above=0)),
-        read_timeout=dict(type='float', default=30.0, context=dict(above=0)),
-    )
 
 
 def check_endpoint_url(url):

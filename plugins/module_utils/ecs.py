@@ -33,9 +33,9 @@ from ansible_collections.hotelbot.ops.plugins.module_utils.duration import forma
 # MASK and is_secret_name are re-exported: callers of ecs.py show and test environments with them.
 from ansible_collections.hotelbot.ops.plugins.module_utils.masking import (  # pylint: disable=unused-import
     MASK, is_secret_name, mask_value, secret_parts)
+from ansible_collections.hotelbot.ops.plugins.module_utils.option_specs import aws_argument_spec
 from ansible_collections.hotelbot.ops.plugins.module_utils.aws import (
     AwsError,
-    aws_argument_spec,
     aws_error,
     aws_errors,
     client,

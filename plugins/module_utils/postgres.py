@@ -23,10 +23,9 @@ import subprocess
 import tempfile
 import threading
 
-from ansible.module_utils.basic import env_fallback
-
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, first_line
 from ansible_collections.hotelbot.ops.plugins.module_utils.masking import mask_text, secret_parts
+from ansible_collections.hotelbot.ops.plugins.module_utils.option_specs import postgres_argument_spec
 
 # The one import of the driver: the other PostgreSQL module_utils take psycopg and sql from here,
 # and prepare() refuses to work without it (the message names the missing library).
@@ -69,23 +68,6 @@ EXTRA_ENV = dict(
     channel_binding='PGCHANNELBINDING',
     service='PGSERVICE',
 )
-
-
-def postgres_argument_spec():
-    """Connection options every PostgreSQL module takes (doc fragment hotelbot.ops.postgres)."""
-    return dict(
-        host=dict(type='str', aliases=['login_host'], fallback=(env_fallback, ['PGHOST'])),
-        port=dict(type='int', aliases=['login_port'], fallback=(env_fallback, ['PGPORT'])),
-        user=dict(type='str', aliases=['login_user'], fallback=(env_fallback, ['PGUSER'])),
-        password=dict(type='str', aliases=['login_password'], no_log=True,
-                      fallback=(env_fallback, ['PGPASSWORD'])),
-        database=dict(type='str', aliases=['db', 'login_db'], required=True),
-        sslmode=dict(type='str', choices=['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']),
-        sslrootcert=dict(type='path'),
-        passfile=dict(type='path'),
-        connect_timeout=dict(type='int', default=10),
-        connect_params=dict(type='dict', default={}),
-    )
 
 
 # libpq takes a dbname that starts with a URI prefix or holds "=" as a whole connection string

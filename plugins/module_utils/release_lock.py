@@ -44,23 +44,34 @@ import socket
 import time
 
 from ansible_collections.hotelbot.ops.plugins.module_utils import poll
-from ansible_collections.hotelbot.ops.plugins.module_utils.aws import endpoint_secrets
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, first_line
 from ansible_collections.hotelbot.ops.plugins.module_utils.duration import format_duration, parse_duration
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import (
-    DATABASE_ERRORS,
-    HAS_PSYCOPG,
-    connect,
-    connection_options,
-    database_label,
-    hide_secrets,
-    identifier,
-    postgres_work,
-    psycopg,
-    sql,
-)
-from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock_dynamodb import EVENT_PREFIX, DynamoDBLeases
 from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock_fly import FlyLeases
+from ansible_collections.hotelbot.ops.plugins.module_utils.url import url_secrets_any
+
+
+# Each backend's library is imported when that backend is used, not with this file: the action plugin
+# imports it in the ansible-playbook process, on the critical path of every run, and psycopg and botocore
+# cost 0.3 s there that a Fly lock (or an ECS one, in DynamoDB) does not need.
+def _postgres():
+    """module_utils.postgres (psycopg 3, guarded): the PostgreSQL backend's connection and SQL helpers."""
+    from ansible_collections.hotelbot.ops.plugins.module_utils import postgres
+    return postgres
+
+
+def _dynamodb():
+    """module_utils.release_lock_dynamodb (botocore, guarded): the DynamoDB backend."""
+    from ansible_collections.hotelbot.ops.plugins.module_utils import release_lock_dynamodb
+    return release_lock_dynamodb
+
+
+def connect(params, **settings_override):
+    """A psycopg 3 connection of the module's connection options (module_utils.postgres.connect)."""
+    return _postgres().connect(params, **settings_override)
+
+
+def identifier(*names):
+    return _postgres().identifier(*names)
 
 DEFAULT_SCHEMA = 'public'
 DEFAULT_TABLE = 'hotelbot_release_locks'
@@ -145,9 +156,10 @@ def validate(params):
     backend = params.get('backend') or 'postgres'
     if backend not in BACKENDS:
         raise OpsError('backend must be one of %s, not %r' % (', '.join(BACKENDS), backend))
-    if backend == 'dynamodb' and name.startswith(EVENT_PREFIX[0]):
+    event_prefix = _dynamodb().EVENT_PREFIX if backend == 'dynamodb' else None
+    if event_prefix and name.startswith(event_prefix[0]):
         raise OpsError('name must not start with %r with backend=dynamodb (the table keeps its events under %r)'
-                       % (EVENT_PREFIX[0], EVENT_PREFIX))
+                       % (event_prefix[0], event_prefix))
     return dict(backend=backend, name=name, state=state, owner=owner or None, purpose=params.get('purpose') or '', ttl=ttl,
                 wait=wait, renew=params.get('renew', True), fail_when_held=params.get('fail_when_held', True),
                 force=force, break_owner=break_owner or None, schema=params.get('schema') or DEFAULT_SCHEMA,
@@ -301,7 +313,7 @@ RENEW_LEASE = ('UPDATE {table} AS l SET renewed_at = statement_timestamp(), '
 
 
 def _sql(template, table):
-    return sql.SQL(template).format(table=table)
+    return _postgres().sql.SQL(template).format(table=table)
 
 
 def _row(cursor_row, description):
@@ -345,6 +357,7 @@ def ensure_table(conn, schema, table, ddl=None, comment='Release leases of hotel
     if table_exists(conn, schema, table):
         return False
     qualified = '%s.%s' % (_quote(schema), _quote(table))
+    sql, errors = _postgres().sql, _postgres().psycopg.errors
     try:
         with conn.transaction():
             conn.execute('SELECT pg_advisory_xact_lock(hashtext(%s))', ('hotelbot.ops.release_lock:' + qualified,))
@@ -352,9 +365,9 @@ def ensure_table(conn, schema, table, ddl=None, comment='Release leases of hotel
                 return False
             conn.execute(_sql(ddl or CREATE_TABLE, identifier(schema, table)))
             conn.execute(sql.SQL('COMMENT ON TABLE {} IS {}').format(identifier(schema, table), sql.Literal(comment)))
-    except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable):
+    except (errors.UniqueViolation, errors.DuplicateTable):
         return False  # created by someone not taking our advisory lock
-    except psycopg.errors.InsufficientPrivilege as err:
+    except errors.InsufficientPrivilege as err:
         raise OpsError('cannot create the lease table %s in database %s: %s; create it once as its owner '
                        '(see the module documentation) or grant CREATE on schema %s'
                        % (qualified, conn.info.dbname, first_line(err), _quote(schema)))
@@ -577,8 +590,8 @@ def breaker(settings):
 
 def break_lease(conn, settings, lease, event, broken_by):
     """Delete lease (still that owner's) and insert its audit row in one statement: {event_id, at}."""
-    statement = sql.SQL(BREAK_LEASE).format(locks=identifier(settings['schema'], settings['table']),
-                                            events=identifier(settings['schema'], settings['table'] + EVENTS_SUFFIX))
+    statement = _postgres().sql.SQL(BREAK_LEASE).format(locks=identifier(settings['schema'], settings['table']),
+                                                        events=identifier(settings['schema'], settings['table'] + EVENTS_SUFFIX))
     values = dict(name=settings['name'], broken=lease['owner'], event=event, broken_by=broken_by)
     values.update(client_info())
     row = conn.execute(statement, values).fetchone()
@@ -643,19 +656,24 @@ def holder_alive(holder, proc='/proc', kill=os.kill):
 def renew_lease(params, settings):
     """One renewal on its own short connection (or client): True while the lease is still ours and unexpired."""
     if settings.get('backend') == 'dynamodb':
-        return DynamoDBLeases(params, settings['table']).renew(settings['name'], settings['owner'], float(settings['ttl']))
+        return _dynamodb().DynamoDBLeases(params, settings['table']).renew(settings['name'], settings['owner'],
+                                                                           float(settings['ttl']))
     if settings.get('backend') == 'fly':
         return FlyLeases(params, settings['name']).renew(settings['name'], settings['owner'], float(settings['ttl']))
-    conn = connect(params, options=connection_options(params, RENEW_SESSION))
+    postgres = _postgres()
+    conn = connect(params, options=postgres.connection_options(params, RENEW_SESSION))
     try:
         row = conn.execute(_sql(RENEW_LEASE, identifier(settings['schema'], settings['table'])),
                            dict(name=settings['name'], owner=settings['owner'], ttl=float(settings['ttl']))).fetchone()
         return row is not None
+    except postgres.DATABASE_ERRORS as err:
+        raise OpsError('PostgreSQL error renewing release lock %r: %s' % (settings['name'], first_line(err)))
     finally:
         conn.close()
 
 
-RENEW_ERRORS = (OpsError, OSError, ValueError) + DATABASE_ERRORS
+# What a renewal that failed this time raises (each backend's own errors come as OpsError).
+RENEW_ERRORS = (OpsError, OSError, ValueError)
 
 
 def heartbeat(renew, alive, every, sleep=time.sleep):
@@ -974,12 +992,12 @@ def release_lock_task(task):
     backend = task.params.get('backend') or 'postgres'
     try:
         if backend == 'dynamodb':
-            store = DynamoDBLeases(task.params, task.params.get('table') or DEFAULT_TABLE)
+            store = _dynamodb().DynamoDBLeases(task.params, task.params.get('table') or DEFAULT_TABLE)
             result = run_optimistic(store, task.params, check_mode=task.check_mode, progress=task.progress)
         elif backend == 'fly':
             result = run_optimistic(FlyLeases(task.params, task.params.get('name') or ''), task.params,
                                     check_mode=task.check_mode, progress=task.progress)
-        elif not HAS_PSYCOPG:
+        elif not _postgres().HAS_PSYCOPG:
             from ansible.module_utils.basic import missing_required_lib
             raise OpsError('%s; %s' % (missing_required_lib('psycopg (version 3)'), SWITCH_HINT))
         else:
@@ -991,15 +1009,24 @@ def release_lock_task(task):
     return result
 
 
-@postgres_work
 def _postgres_task(task):
+    return _postgres().postgres_work(_run_postgres)(task)
+
+
+def _run_postgres(task):
     return run_release_lock(task.params, check_mode=task.check_mode, progress=task.progress)
 
 
 def _hide_secrets(task):
     """Secrets inside options, whatever the backend: a password in database, a proxy's in endpoint_url."""
-    hide_secrets(task)
-    task.hide(*endpoint_secrets(task.params.get('endpoint_url')))
+    database = task.params.get('database')
+    # A connection string given as database is hidden with every backend, even where it is not used; a
+    # plain database name holds no secret, and then a Fly or DynamoDB lock does not import psycopg for it.
+    if (task.params.get('backend') in (None, 'postgres') or task.params.get('connect_params')
+            or (isinstance(database, str) and ('=' in database or '://' in database))):
+        _postgres().hide_secrets(task)
+    endpoint = task.params.get('endpoint_url')
+    task.hide(*(url_secrets_any(endpoint) if endpoint else []))
     task.hide(task.params.get('api_token'), os.environ.get('FLY_API_TOKEN'), any_length=True)
 
 
@@ -1021,9 +1048,9 @@ def run_release_lock(params, check_mode=False, sleep=time.sleep, start=start_hea
         conn.execute("SET lock_timeout = '30s'")
         result = release_or_take(settings, lambda: release(conn, settings, check_mode),
                                  lambda: acquire(conn, settings, check_mode, sleep=sleep, progress=progress))
-    except DATABASE_ERRORS as err:
+    except _postgres().DATABASE_ERRORS as err:
         raise OpsError('PostgreSQL error on release lock %r in database %s: %s'
-                       % (settings['name'], database_label(params), first_line(err)))
+                       % (settings['name'], _postgres().database_label(params), first_line(err)))
     finally:
         conn.close()
     if settings['state'] == 'released':

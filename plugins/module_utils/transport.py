@@ -36,6 +36,7 @@ __metaclass__ = type
 
 import base64
 import email.utils
+import functools
 import http.client
 import json
 import os
@@ -215,9 +216,33 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def build_opener(context, follow_redirects=True, use_proxy=True):
-    """A urllib opener (shared by threads: its handlers keep no state, and no cookies are kept)."""
-    handlers = [urllib.request.HTTPSHandler(context=context)]
+class _TLSOnFirstUse(urllib.request.HTTPSHandler):
+    """HTTPS with a TLS context built at the first https:// request: loading the system's CA store
+    costs about 50 ms, which a task that only speaks http:// (a loopback sandbox, a sidecar) never
+    needs to pay."""
+
+    def __init__(self, make_context):
+        urllib.request.HTTPSHandler.__init__(self)
+        self._make_context = make_context
+        self._tls = None
+        self._tls_lock = threading.Lock()   # one opener serves several threads (http_check)
+
+    def https_open(self, req):
+        with self._tls_lock:
+            if self._tls is None:
+                self._tls = self._make_context()
+        return self.do_open(http.client.HTTPSConnection, req, context=self._tls)
+
+
+def _built(context):
+    """make_context for a context built in advance."""
+    return lambda: context
+
+
+def build_opener(make_context, follow_redirects=True, use_proxy=True):
+    """A urllib opener (shared by threads: its handlers keep no state, and no cookies are kept);
+    make_context() gives its TLS context, called once, at the first https:// request."""
+    handlers = [_TLSOnFirstUse(make_context)]
     if not use_proxy:
         handlers.append(urllib.request.ProxyHandler({}))
     if not follow_redirects:
@@ -253,7 +278,11 @@ class Transport:
         self.backoff = backoff
         self.sleep = sleep
         self.attempts = 0
-        self.opener = opener or build_opener(tls_context(validate_certs, ca_path), follow_redirects, use_proxy)
+        make_context = functools.partial(tls_context, validate_certs)
+        if ca_path is not None:
+            # A CA bundle the user named is checked now: a wrong one is refused before any request.
+            make_context = _built(tls_context(validate_certs, ca_path))
+        self.opener = opener or build_opener(make_context, follow_redirects, use_proxy)
 
     def _keep_secret(self, *values):
         values = [str(v) for v in values if v]

@@ -365,10 +365,9 @@ elapsed_s:
   type: float
 '''
 
-from ansible_collections.hotelbot.ops.plugins.module_utils.aws import aws_argument_spec
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import run
 from ansible_collections.hotelbot.ops.plugins.module_utils.fly import fly_argument_spec
-from ansible_collections.hotelbot.ops.plugins.module_utils.postgres import postgres_argument_spec
+from ansible_collections.hotelbot.ops.plugins.module_utils.option_specs import aws_argument_spec, postgres_argument_spec
 from ansible_collections.hotelbot.ops.plugins.module_utils.release_lock import (
     BACKENDS,
     DEFAULT_SCHEMA,

@@ -12,6 +12,7 @@ from ansible.module_utils.common.parameters import remove_values
 from moto.dynamodb.models import DynamoDBBackend
 from moto.server import ThreadedMotoServer
 
+from ansible_collections.hotelbot.ops.plugins.module_utils import postgres
 from ansible_collections.hotelbot.ops.plugins.module_utils import release_lock as r
 from ansible_collections.hotelbot.ops.plugins.module_utils import release_lock_dynamodb as d
 from ansible_collections.hotelbot.ops.plugins.module_utils.common import OpsError, Task, execute
@@ -243,7 +244,7 @@ def test_unreachable_endpoint_fails_in_one_line(table):
 
 
 def test_postgres_backend_without_psycopg_names_the_switch(monkeypatch):
-    monkeypatch.setattr(r, 'HAS_PSYCOPG', False)
+    monkeypatch.setattr(postgres, 'HAS_PSYCOPG', False)
     result = execute(SPEC, r.release_lock_task, Task(dict(params('http://x', 't'), backend='postgres', database='db')))
     assert result['failed'] is True and 'psycopg' in result['msg']
     assert 'backend=dynamodb' in result['msg'] and 'hotelbot_lock_backend=dynamodb' in result['msg']

@@ -2,6 +2,7 @@
 policy (429, 5xx, no answer; Retry-After; bounded tries; never a 4xx), the body cap, JSON, masking."""
 import email.utils
 import json
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -199,3 +200,40 @@ def test_a_userinfo_password_is_masked_in_messages():
 def test_a_missing_ca_path_is_named():
     with pytest.raises(OpsError, match='ca_path /nonexistent/ca.pem does not exist'):
         t.Transport(ca_path='/nonexistent/ca.pem')
+
+
+@pytest.fixture(scope='module')
+def tls_srv(tmp_path_factory):
+    """The same server behind TLS, with a self-signed certificate for 127.0.0.1 (made by openssl)."""
+    ssl = pytest.importorskip('ssl')
+    folder = tmp_path_factory.mktemp('tls')
+    cert, key = folder / 'cert.pem', folder / 'key.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1',
+                    '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', str(key), '-out', str(cert)],
+                   check=True, capture_output=True)
+    server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    server.lock, server.hits, server.auth = threading.Lock(), {}, []
+    threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
+    server.url, server.cert = 'https://127.0.0.1:%d' % server.server_address[1], str(cert)
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_checks_the_certificate_against_the_ca_given_or_the_system_store(tls_srv, tmp_path):
+    # The TLS context is built at the first https:// request (a plain-http task never loads the CA store):
+    # it must still refuse a certificate no CA vouches for, and accept it from the ca_path named.
+    with pytest.raises(t.TransportError) as err:
+        transport([], tries=1).request('GET', tls_srv.url + '/ok')
+    assert 'certificate' in err.value.msg.lower()
+    assert transport([], tries=1, ca_path=tls_srv.cert).json('GET', tls_srv.url + '/ok') == {'ok': True}
+    assert transport([], tries=1, validate_certs=False).json('GET', tls_srv.url + '/ok') == {'ok': True}
+    # A CA bundle that is not PEM is refused when the transport is made, before any request.
+    not_pem = tmp_path / 'not.pem'
+    not_pem.write_text('not a certificate\n')
+    with pytest.raises(OpsError, match='is not a PEM file of CA certificates'):
+        t.Transport(ca_path=str(not_pem))
