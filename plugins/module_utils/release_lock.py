@@ -71,7 +71,9 @@ def connect(params, **settings_override):
 
 
 def identifier(*names):
+    """psycopg's composable for a (possibly schema-qualified) identifier."""
     return _postgres().identifier(*names)
+
 
 DEFAULT_SCHEMA = 'public'
 DEFAULT_TABLE = 'hotelbot_release_locks'
