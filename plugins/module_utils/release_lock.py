@@ -359,7 +359,8 @@ def ensure_table(conn, schema, table, ddl=None, comment='Release leases of hotel
     if table_exists(conn, schema, table):
         return False
     qualified = '%s.%s' % (_quote(schema), _quote(table))
-    sql, errors = _postgres().sql, _postgres().psycopg.errors
+    postgres = _postgres()
+    sql, errors = postgres.sql, postgres.psycopg.errors
     try:
         with conn.transaction():
             conn.execute('SELECT pg_advisory_xact_lock(hashtext(%s))', ('hotelbot.ops.release_lock:' + qualified,))

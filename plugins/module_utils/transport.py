@@ -240,8 +240,8 @@ def _built(context):
 
 
 def build_opener(make_context, follow_redirects=True, use_proxy=True):
-    """A urllib opener (shared by threads: its handlers keep no state, and no cookies are kept);
-    make_context() gives its TLS context, called once, at the first https:// request."""
+    """A urllib opener, shared by threads: no cookies are kept, and its one state, the TLS context
+    (make_context(), called once, at the first https:// request), is made under a lock."""
     handlers = [_TLSOnFirstUse(make_context)]
     if not use_proxy:
         handlers.append(urllib.request.ProxyHandler({}))
