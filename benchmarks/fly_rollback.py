@@ -290,6 +290,11 @@ class Playbook:
 # ------------------------------------------------------------------------ measurements
 
 
+def ways_at(n: int, ways: tuple[str, ...] = WAYS) -> list[str]:
+    """The ways measured at n Machines, in the order given: hand-0.5s only at FAST_HAND_AT."""
+    return [w for w in ways if w != "hand-0.5s" or n == FAST_HAND_AT]
+
+
 def one_trial(way: str, n: int, sandbox: Sandbox, playbook: Playbook, trial: int, target_image: str) -> dict[str, Any]:
     sandbox.seed(n)
     record: dict[str, Any] = {"way": way, "machines": n, "trial": trial, "loadavg_1m": round(os.getloadavg()[0], 2)}
@@ -316,7 +321,7 @@ def run_all(sandbox: Sandbox, playbook: Playbook, counts: list[int], trials: int
     for n in counts:
         for trial in range(1, trials + 1):
             shift = (trial - 1) % len(WAYS)  # rotate the order trial by trial
-            for way in [w for w in WAYS[shift:] + WAYS[:shift] if w != "hand-0.5s" or n == FAST_HAND_AT]:
+            for way in ways_at(n, WAYS[shift:] + WAYS[:shift]):
                 rec = one_trial(way, n, sandbox, playbook, trial, target_image)
                 records.append(rec)
                 status = "ok" if rec["ok"] else f"FAILED: {rec.get('error') or 'rc ' + str(rec.get('rc'))}"
@@ -327,7 +332,7 @@ def run_all(sandbox: Sandbox, playbook: Playbook, counts: list[int], trials: int
                     log("\n".join("    | " + line for line in rec["output_tail"].splitlines()[-25:]))
     summary: dict[str, Any] = {}
     for n in counts:
-        for way in [w for w in WAYS if w != "hand-0.5s" or n == FAST_HAND_AT]:
+        for way in ways_at(n):
             good = [r for r in records if r["machines"] == n and r["way"] == way and r["ok"]]
             row = summary.setdefault(str(n), {})[way] = summarize([r["s"] for r in good])
             row["failed"] = len([r for r in records if r["machines"] == n and r["way"] == way and not r["ok"]])

@@ -6,12 +6,13 @@ import pytest
 from sandbox import fly_double
 
 
-def double_fixtures(token):
-    """(server, fly_api) fixtures for a test module whose token is `token` (each module its own canary)."""
+def double_fixtures(token, start_seconds=0.2):
+    """(server, fly_api) fixtures for a test module whose token is `token` (each module its own canary),
+    its Machines taking start_seconds to start."""
 
     @pytest.fixture(scope='module')
     def server():
-        double = fly_double.serve('127.0.0.1', 0, token, start_seconds=0.2, validate=True)
+        double = fly_double.serve('127.0.0.1', 0, token, start_seconds=start_seconds, validate=True)
         yield double
         double.shutdown()
 

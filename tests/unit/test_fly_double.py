@@ -16,6 +16,7 @@ import openapi_spec_validator
 import pytest
 
 from sandbox import fly_double, fly_spec
+from tests.unit.fly_fixtures import double_fixtures
 
 TOKEN = 'FlyV1 fm2_sandboxtoken'
 APP = 'hotel-voice-bot'
@@ -31,11 +32,8 @@ RELEASES_QUERY = '''query($appName: String!, $limit: Int!) {
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture(scope='module')
-def server():
-    double = fly_double.serve('127.0.0.1', 0, TOKEN, start_seconds=0.4, validate=True)
-    yield double
-    double.shutdown()
+# Only the server: this module's own fixture below adds a client and the spec-error opt-out.
+server = double_fixtures(TOKEN, start_seconds=0.4)[0]
 
 
 @pytest.fixture
